@@ -1,0 +1,2 @@
+/** @module @keel/dispatcher */
+export {}

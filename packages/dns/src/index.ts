@@ -1,0 +1,2 @@
+/** @module @keel/dns */
+export {}

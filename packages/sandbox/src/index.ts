@@ -1,0 +1,2 @@
+/** @module @keel/sandbox */
+export {}
