@@ -9,6 +9,8 @@ export type {
   DecideArgs,
   DecideNameArgs,
   Decision,
+  GovernanceEventInput,
+  GovernanceSink,
   DecisionEvent,
   DecisionSink,
   DenyResponse,

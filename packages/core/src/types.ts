@@ -115,3 +115,29 @@ export interface Logger {
 }
 
 export const NOOP_LOGGER: Logger = { debug() {}, info() {}, warn() {}, error() {} }
+
+/**
+ * A governance event as a producer (dispatcher, sandbox) hands it to the audit log.
+ * The log adds sequence number, time (if absent) and the hash chain.
+ */
+export interface GovernanceEventInput {
+  /** Stable event name, e.g. `dispatch.egress_bound`, `permit_request_hash_mismatch`. */
+  event: string
+  /** Stable reason code (a {@link Reason} or a dispatcher reason such as `provider_endpoint_not_allowed`). */
+  reason: string
+  /** Who acted: agent or workflow identity. */
+  actor: string
+  /** What it was about: provider endpoint, destination, permit id. */
+  subject: string
+  /** Per-project chains: the project this event belongs to. */
+  project: string
+  /** Milliseconds since the epoch; the log's clock is used when absent. */
+  time?: number
+  /** Extra structured detail. Never credentials. */
+  data?: Record<string, unknown>
+}
+
+/** Where governance events go (packages/audit implements it; tests use an in-memory one). */
+export interface GovernanceSink {
+  record(event: GovernanceEventInput): Promise<void>
+}
