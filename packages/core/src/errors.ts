@@ -8,6 +8,7 @@ export type KeelErrorCode =
   | 'ERR_POLICY_VERSION'
   | 'ERR_NFT_UNAVAILABLE'
   | 'ERR_NFT_COMMAND'
+  | 'ERR_NO_ORIGINAL_DST'
   | 'ERR_NOT_ROOT'
   | 'ERR_COMMAND_NOT_FOUND'
   | 'ERR_USAGE'

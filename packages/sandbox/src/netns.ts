@@ -1,0 +1,65 @@
+/**
+ * The sandbox's network namespace: only `lo`, plus AnyIP routes (`local 0.0.0.0/0` and
+ * `local ::/0` on lo), so every address is local and no packet can leave, whatever the
+ * agent does to the ruleset. No veth, no host route: the host's network is never touched.
+ *
+ * Namespaces are named `keel-<id>` under /run/netns (iproute2's convention) so `keel gc`
+ * can find what a killed launcher left behind. iproute2 is called with argument arrays.
+ */
+import { existsSync, readdirSync } from 'node:fs'
+import { KeelError } from '@keel/core'
+import { run } from './exec.js'
+
+export const NETNS_DIR = '/run/netns'
+export const NETNS_PREFIX = 'keel-'
+
+export interface Netns {
+  name: string
+  /** Path to bind-mounted namespace file, for setns (nsenter, the nft addon). */
+  path: string
+}
+
+export const netnsPath = (name: string): string => `${NETNS_DIR}/${name}`
+
+export function isKeelNetnsName(name: string): boolean {
+  return name.startsWith(NETNS_PREFIX) && /^[a-z0-9-]{1,64}$/.test(name)
+}
+
+/** Creates the namespace with lo up and the AnyIP routes; removes it again if any step fails. */
+export async function createNetns(name: string): Promise<Netns> {
+  if (!isKeelNetnsName(name)) throw new KeelError('ERR_INTERNAL', `not a keel namespace name: ${name}`)
+  try {
+    await run('ip', ['netns', 'add', name])
+  } catch (err) {
+    throw new KeelError(
+      'ERR_INTERNAL',
+      `could not create network namespace ${name} (is this Linux with network namespaces, and are you root?): ${(err as Error).message}`,
+      { cause: err },
+    )
+  }
+  try {
+    await run('ip', ['-n', name, 'link', 'set', 'lo', 'up'])
+    await run('ip', ['-n', name, 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo'])
+    await run('ip', ['-n', name, '-6', 'route', 'add', 'local', '::/0', 'dev', 'lo'])
+  } catch (err) {
+    await deleteNetns(name).catch(() => {})
+    throw new KeelError('ERR_INTERNAL', `could not set up network namespace ${name}: ${(err as Error).message}`, { cause: err })
+  }
+  return { name, path: netnsPath(name) }
+}
+
+/** Deletes a keel namespace; a missing one is not an error (teardown is idempotent). */
+export async function deleteNetns(name: string): Promise<void> {
+  if (!isKeelNetnsName(name)) throw new KeelError('ERR_INTERNAL', `refusing to delete non-keel namespace ${name}`)
+  if (!existsSync(netnsPath(name))) return
+  await run('ip', ['netns', 'delete', name])
+}
+
+/** Names of keel namespaces that exist now. */
+export function listKeelNetns(): string[] {
+  try {
+    return readdirSync(NETNS_DIR).filter(isKeelNetnsName)
+  } catch {
+    return []
+  }
+}
