@@ -1,0 +1,185 @@
+/**
+ * A cross-process advisory lock made of a lock file, in pure Node (Node has no flock).
+ *
+ * Acquire: write `{pid, start, host, token}` to a private temp file, then `link()` it to
+ * `<name>.lock`. link(2) is atomic and fails with EEXIST when the lock exists, so the
+ * lock file never appears half-written. Release: unlink it, but only if it still holds
+ * our token.
+ *
+ * A holder that died leaves its lock behind. A waiter steals it when the holder is on
+ * this host and gone: `kill(pid, 0)` gives ESRCH, or `/proc/<pid>/stat` shows a
+ * different start time (the pid was reused). Stealing renames the stale file aside
+ * (only one waiter can win that rename) and re-checks what it moved; had it moved a
+ * fresh lock instead, it links it straight back.
+ *
+ * Limits (stated in the README): local filesystems only; a holder on another host is
+ * never presumed dead; a waiter gives up with ERR_AUDIT_IO after `timeoutMs`.
+ */
+import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import { KeelError } from '@keel/core'
+
+export interface FileLockOptions {
+  /** Give up after this long (default 10 s). */
+  timeoutMs?: number
+}
+
+export interface FileLock {
+  readonly path: string
+  release(): Promise<void>
+}
+
+interface Holder {
+  pid: number
+  start?: string
+  host: string
+  token: string
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000
+// A holder keeps the lock for about one fdatasync (a few ms): waiting longer than that
+// between tries only adds latency.
+const MAX_BACKOFF_MS = 4
+
+let selfStart: string | undefined | null = null
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat), if readable. */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return fields[19]
+  } catch {
+    return undefined
+  }
+}
+
+function ownStart(): string | undefined {
+  if (selfStart === null) selfStart = processStart(process.pid)
+  return selfStart
+}
+
+/** True unless the holder is on this host and provably gone. */
+export function holderAlive(holder: Holder): boolean {
+  if (holder.host !== hostname()) return true
+  if (holder.pid === process.pid) return holder.start === undefined || holder.start === ownStart()
+  try {
+    process.kill(holder.pid, 0)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false
+    // EPERM: it exists, owned by someone else.
+  }
+  if (holder.start !== undefined) {
+    const start = processStart(holder.pid)
+    if (start !== undefined && start !== holder.start) return false
+  }
+  return true
+}
+
+function parseHolder(text: string): Holder | undefined {
+  try {
+    const h = JSON.parse(text) as Partial<Holder>
+    if (typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string') {
+      return { pid: h.pid, host: h.host, token: h.token, ...(typeof h.start === 'string' ? { start: h.start } : {}) }
+    }
+  } catch {
+    // fall through
+  }
+  return undefined
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+async function steal(lockPath: string, staleText: string): Promise<void> {
+  const aside = `${lockPath}.stale.${process.pid}.${randomBytes(4).toString('hex')}`
+  try {
+    await rename(lockPath, aside)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return // someone else stole it first
+    throw err
+  }
+  const moved = await readText(aside)
+  if (moved !== staleText) {
+    // We moved a fresh lock that replaced the stale one between our read and rename: put it back.
+    try {
+      await link(aside, lockPath)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+  }
+  await unlink(aside).catch(() => {})
+}
+
+/**
+ * Takes the lock at `lockPath`, waiting with bounded backoff up to `timeoutMs`.
+ * Throws KeelError ERR_AUDIT_IO on timeout, naming the holder.
+ */
+export async function acquireFileLock(lockPath: string, options: FileLockOptions = {}): Promise<FileLock> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  const deadline = Date.now() + timeoutMs
+  const start = ownStart()
+  const me: Holder = {
+    pid: process.pid,
+    ...(start !== undefined ? { start } : {}),
+    host: hostname(),
+    token: randomBytes(12).toString('hex'),
+  }
+  const text = JSON.stringify(me)
+  const tmp = `${lockPath}.${process.pid}.${me.token}`
+  try {
+    await writeFile(tmp, text, { mode: 0o644 })
+  } catch (err) {
+    throw new KeelError('ERR_AUDIT_IO', `cannot create lock ${lockPath}: ${(err as Error).message}`, { cause: err })
+  }
+  let backoff = 1
+  let lastHolder: Holder | undefined
+  try {
+    for (let attempt = 0; attempt < 1_000_000; attempt++) {
+      try {
+        await link(tmp, lockPath)
+        return {
+          path: lockPath,
+          async release() {
+            const current = await readText(lockPath)
+            if (current === text) await unlink(lockPath).catch(() => {})
+          },
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          throw new KeelError('ERR_AUDIT_IO', `cannot create lock ${lockPath}: ${(err as Error).message}`, { cause: err })
+        }
+      }
+      const held = await readText(lockPath)
+      if (held === undefined) continue // released between our link and read: try again now
+      const holder = parseHolder(held)
+      lastHolder = holder
+      // Content is written before link(), so an unparsable lock is not ours: treat as stale.
+      if (holder === undefined || !holderAlive(holder)) {
+        await steal(lockPath, held)
+        continue
+      }
+      if (Date.now() >= deadline) break
+      await sleep(backoff * (0.5 + Math.random()))
+      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS)
+    }
+  } finally {
+    await unlink(tmp).catch(() => {})
+  }
+  throw new KeelError(
+    'ERR_AUDIT_IO',
+    `timed out after ${timeoutMs} ms waiting for ${lockPath}` +
+      (lastHolder ? ` (held by pid ${lastHolder.pid} on ${lastHolder.host})` : ''),
+  )
+}

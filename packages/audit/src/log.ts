@@ -1,0 +1,529 @@
+/**
+ * The append-only, per-project governance log: `<dir>/<project>.jsonl`.
+ *
+ * Every append runs under two locks: an in-process queue (one writer per file and
+ * policy in this process) and the cross-process lock file `<log>.lock`. Under the lock
+ * the writer reads the last record from the file itself (never from memory: another
+ * process may have appended), writes the new line(s) with one O_APPEND write, syncs
+ * per the policy, and only then releases the lock and resolves the caller's promise.
+ *
+ * Fsync policy (`fsync`):
+ *  - `always` (default): fdatasync after every record; a resolved append is on disk.
+ *  - `batch`: group commit. Appends that queue up while a commit is running go into
+ *    the next one, written with one write and one fdatasync. A resolved append is on
+ *    disk, exactly as with `always`; only the throughput differs.
+ *  - `never`: no fsync (the OS flushes when it likes). For tests and benchmarks only.
+ * When the log file is created, its directory is fsynced too, so the file's name
+ * survives a crash along with its bytes.
+ *
+ * A torn tail (bytes after the last newline, from a crash mid-write) stops appends
+ * with {@link AuditTornTailError}. Nothing is dropped or merged silently:
+ * {@link repairAuditLog} moves the torn bytes to `<log>.torn-<offset>` and truncates.
+ */
+import { mkdir, open, stat, writeFile } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { KeelError } from '@keel/core'
+import type { GovernanceEventInput, GovernanceSink } from '@keel/core'
+import {
+  MAX_RECORD_BYTES,
+  assertProjectName,
+  buildRecord,
+  encodeRecord,
+  genesisHash,
+  parseRecordLine,
+  sha256Hex,
+} from './format.js'
+import type { AuditEventInput, AuditRecord, ChainedRecord } from './format.js'
+import { acquireFileLock } from './lock.js'
+import { readTail, scanLines } from './lines.js'
+import { withCheckpoints } from './checkpoint.js'
+import type { CheckpointerOptions } from './checkpoint.js'
+import type { Tail, TornTail } from './lines.js'
+
+export type FsyncPolicy = 'always' | 'batch' | 'never'
+
+export interface AuditLogOptions {
+  /** Directory holding `<project>.jsonl` (created if missing, mode 0750). */
+  dir: string
+  project: string
+  /** Durability policy; default `always`. */
+  fsync?: FsyncPolicy
+  /** Milliseconds since the epoch, for records without `time`. Default `Date.now`. */
+  clock?: () => number
+  /** How long to wait for another process's lock before failing (default 10 s). */
+  lockTimeoutMs?: number
+  /** Most records in one group commit (`batch`/`never`; default 1000). */
+  maxBatch?: number
+}
+
+/** The head of a chain: seq 0 and the genesis hash for an empty log. */
+export interface ChainHead {
+  project: string
+  seq: number
+  hash: string
+}
+
+/** Thrown by appends when the log ends in a torn line. Code ERR_AUDIT_IO. */
+export class AuditTornTailError extends KeelError {
+  constructor(
+    readonly path: string,
+    readonly offset: number,
+    readonly length: number,
+    readonly detail: string,
+  ) {
+    super(
+      'ERR_AUDIT_IO',
+      `${path}: ${detail} at byte ${offset} (${length} bytes); refusing to append. ` +
+        `Inspect it, then run \`keel audit repair\` to move those bytes to a quarantine file.`,
+    )
+  }
+}
+
+/** Path of a project's log inside `dir`. Validates the project name. */
+export function auditLogPath(dir: string, project: string): string {
+  assertProjectName(project)
+  return join(resolve(dir), `${project}.jsonl`)
+}
+
+interface Pending {
+  input: AuditEventInput
+  resolve: (r: ChainedRecord) => void
+  reject: (e: unknown) => void
+}
+
+type Job = { kind: 'append'; items: Pending[] } | { kind: 'fn'; run: () => Promise<void> }
+
+function tailError(path: string, tail: Tail): AuditTornTailError | undefined {
+  if (tail.kind === 'torn') return new AuditTornTailError(path, tail.torn.offset, tail.torn.length, 'torn last line (no newline)')
+  if (tail.kind === 'malformed') return new AuditTornTailError(path, tail.offset, tail.length, `malformed last record (${tail.problem})`)
+  return undefined
+}
+
+/** One writer per (file, policy) in this process; appends are serialized through it. */
+class Writer {
+  readonly lockPath: string
+  /** FIFO of appends and exclusive functions; consecutive appends form one group commit. */
+  private jobs: Array<Pending | { run: () => Promise<void> }> = []
+  private running = false
+  private fh: FileHandle | undefined
+  private ino = -1
+  /** The furthest head this writer has seen. A log never shrinks: a tail below it means truncation or replacement. */
+  private seen: { seq: number; hash: string } | undefined
+  refs = 0
+
+  constructor(
+    readonly path: string,
+    readonly dir: string,
+    readonly project: string,
+    readonly fsync: FsyncPolicy,
+    readonly clock: () => number,
+    readonly lockTimeoutMs: number,
+    readonly maxBatch: number,
+  ) {
+    this.lockPath = `${path}.lock`
+  }
+
+  append(input: AuditEventInput): Promise<ChainedRecord> {
+    return new Promise((resolve, reject) => {
+      this.jobs.push({ input, resolve, reject })
+      this.kick()
+    })
+  }
+
+  /** Resolves once everything queued before it has finished (no file lock taken). */
+  drain(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.jobs.push({ run: async () => resolve() })
+      this.kick()
+    })
+  }
+
+  /** Runs `fn` under the in-process queue and the file lock, between commits. */
+  exclusive<T>(fn: (fh: FileHandle | undefined) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.jobs.push({
+        run: async () => {
+          try {
+            resolve(await this.locked(async () => fn(await this.handle(false))))
+          } catch (err) {
+            reject(err)
+          }
+        },
+      })
+      this.kick()
+    })
+  }
+
+  private kick(): void {
+    if (this.running) return
+    this.running = true
+    void this.pump()
+  }
+
+  private next(): Job | undefined {
+    const first = this.jobs[0]
+    if (first === undefined) return undefined
+    if ('run' in first) {
+      this.jobs.shift()
+      return { kind: 'fn', run: first.run }
+    }
+    const limit = this.fsync === 'always' ? 1 : this.maxBatch
+    let n = 0
+    while (n < limit && n < this.jobs.length && !('run' in this.jobs[n]!)) n++
+    return { kind: 'append', items: this.jobs.splice(0, n) as Pending[] }
+  }
+
+  private async pump(): Promise<void> {
+    // Bounded by the queue: every iteration removes at least one job.
+    for (let job = this.next(); job !== undefined; job = this.next()) {
+      if (job.kind === 'fn') {
+        await job.run()
+        continue
+      }
+      const items = job.items
+      try {
+        const records = await this.locked(() => this.commit(items.map((p) => p.input)))
+        items.forEach((p, i) => p.resolve(records[i]!))
+      } catch (err) {
+        for (const p of items) p.reject(err)
+      }
+    }
+    this.running = false
+  }
+
+  private async locked<T>(fn: () => Promise<T>): Promise<T> {
+    await mkdir(this.dir, { recursive: true, mode: 0o750 })
+    const lock = await acquireFileLock(this.lockPath, { timeoutMs: this.lockTimeoutMs })
+    try {
+      return await fn()
+    } finally {
+      await lock.release()
+    }
+  }
+
+  /** The open log file, reopened if it was replaced; created (with a directory fsync) when `create`. */
+  private async handle(create: boolean): Promise<FileHandle | undefined> {
+    let st: { ino: number } | undefined
+    try {
+      st = await stat(this.path)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    }
+    if (this.fh && st && st.ino === this.ino) return this.fh
+    if (this.fh) {
+      await this.fh.close().catch(() => {})
+      this.fh = undefined
+      this.ino = -1
+    }
+    if (!st && !create) return undefined
+    const fh = await open(this.path, 'a+', 0o640)
+    this.fh = fh
+    this.ino = (await fh.stat()).ino
+    if (!st) await syncDir(this.dir)
+    return fh
+  }
+
+  private async commit(inputs: AuditEventInput[]): Promise<ChainedRecord[]> {
+    const fh = (await this.handle(true))!
+    const tail = await readTail(fh)
+    const bad = tailError(this.path, tail)
+    if (bad) throw bad
+    this.checkNotBehind(tail)
+    let seq = tail.kind === 'record' ? tail.record.seq : 0
+    let prev = tail.kind === 'record' ? tail.hash : genesisHash(this.project)
+    const size = tail.kind === 'record' ? tail.size : 0
+    const out: ChainedRecord[] = []
+    const lines: string[] = []
+    for (const input of inputs) {
+      const record = buildRecord(input, this.project, ++seq, prev, this.clock())
+      const line = encodeRecord(record)
+      prev = sha256Hex(line)
+      lines.push(line, '\n')
+      out.push({ ...record, hash: prev })
+    }
+    const bytes = Buffer.from(lines.join(''), 'utf8')
+    try {
+      let written = 0
+      // A regular-file write normally completes in one call; loop in case it does not.
+      for (let i = 0; written < bytes.length && i < 1000; i++) {
+        const { bytesWritten } = await fh.write(bytes, written, bytes.length - written, null)
+        written += bytesWritten
+      }
+      if (written < bytes.length) throw new Error(`short write (${written} of ${bytes.length} bytes)`)
+      if (this.fsync !== 'never') await fh.datasync()
+    } catch (err) {
+      // Undo a partial write so the log does not end torn; if that fails too, the torn
+      // tail stays and the next append reports it.
+      await fh.truncate(size).catch(() => {})
+      throw new KeelError('ERR_AUDIT_IO', `${this.path}: append failed: ${(err as Error).message}`, { cause: err })
+    }
+    const last = out[out.length - 1]
+    if (last) this.seen = { seq: last.seq, hash: last.hash }
+    return out
+  }
+
+  /**
+   * Refuses to build on a log that went backwards since we last saw it (fewer records, or
+   * a different record at the seq we saw): someone truncated or replaced it, and appending
+   * would start a new, innocent-looking chain on top.
+   */
+  checkNotBehind(tail: Tail): void {
+    const seen = this.seen
+    if (!seen) {
+      if (tail.kind === 'record') this.seen = { seq: tail.record.seq, hash: tail.hash }
+      return
+    }
+    const seq = tail.kind === 'record' ? tail.record.seq : 0
+    const hash = tail.kind === 'record' ? tail.hash : genesisHash(this.project)
+    if (seq < seen.seq || (seq === seen.seq && hash !== seen.hash)) {
+      throw new KeelError(
+        'ERR_AUDIT_IO',
+        `${this.path}: the log went backwards (this writer saw record ${seen.seq}, the file now ends at record ${seq}${seq === seen.seq ? ' with another hash' : ''}): ` +
+          'it was truncated or replaced; refusing to append. Verify it against its checkpoints.',
+      )
+    }
+    this.seen = { seq, hash }
+  }
+
+  async close(): Promise<void> {
+    await this.drain()
+    await this.fh?.close().catch(() => {})
+    this.fh = undefined
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r')
+  try {
+    await d.sync()
+  } finally {
+    await d.close()
+  }
+}
+
+const writers = new Map<string, Writer>()
+
+/** One project's log. Implements {@link GovernanceSink} for events of that project. */
+export interface AuditLog extends GovernanceSink {
+  readonly path: string
+  readonly project: string
+  readonly fsync: FsyncPolicy
+  /** Appends one record; resolves once it is durable per the fsync policy. */
+  append(input: AuditEventInput): Promise<ChainedRecord>
+  /** {@link GovernanceSink}: append, discarding the record. Rejects for another project. */
+  record(event: GovernanceEventInput): Promise<void>
+  /** The current last record's seq and hash, read from the file under the lock. */
+  head(): Promise<ChainHead>
+  /** Waits for pending appends, then releases the file when no other handle uses it. */
+  close(): Promise<void>
+}
+
+/**
+ * Opens (lazily: the file appears on the first append) the log of one project.
+ * Handles on the same file and policy in one process share one writer (and its queue);
+ * the first opener's `clock`, `lockTimeoutMs` and `maxBatch` apply.
+ *
+ * @example
+ * const log = openAuditLog({ dir: '/var/lib/keel/audit', project: 'acme', fsync: 'batch' })
+ * const rec = await log.append({ event: 'dispatch.egress_bound', reason: 'allowed', actor: 'agent:coder', subject: 'api.anthropic.com:443' })
+ */
+export function openAuditLog(options: AuditLogOptions): AuditLog {
+  const path = auditLogPath(options.dir, options.project)
+  const fsync = options.fsync ?? 'always'
+  if (fsync !== 'always' && fsync !== 'batch' && fsync !== 'never') {
+    throw new KeelError('ERR_USAGE', `unknown fsync policy ${JSON.stringify(fsync)}`)
+  }
+  const key = `${path}\0${fsync}`
+  let writer = writers.get(key)
+  if (!writer) {
+    writer = new Writer(
+      path,
+      resolve(options.dir),
+      options.project,
+      fsync,
+      options.clock ?? Date.now,
+      options.lockTimeoutMs ?? 10_000,
+      Math.max(1, options.maxBatch ?? 1000),
+    )
+    writers.set(key, writer)
+  }
+  writer.refs++
+  const w = writer
+  const project = options.project
+  let closed = false
+  const append = async (input: AuditEventInput): Promise<ChainedRecord> => {
+    if (closed) throw new KeelError('ERR_AUDIT_IO', `${path}: log is closed`)
+    // Validate before queueing so one bad event cannot fail a whole group commit.
+    const probe = encodeRecord(buildRecord(input, project, Number.MAX_SAFE_INTEGER, genesisHash(project), 0))
+    if (Buffer.byteLength(probe) > MAX_RECORD_BYTES) {
+      throw new KeelError('ERR_USAGE', `audit event too large (${Buffer.byteLength(probe)} bytes; limit ${MAX_RECORD_BYTES})`)
+    }
+    return w.append(input)
+  }
+  return {
+    path,
+    project,
+    fsync,
+    append,
+    async record(event) {
+      await append(event)
+    },
+    head() {
+      return w.exclusive(async (fh) => {
+        if (!fh) {
+          w.checkNotBehind({ kind: 'empty' })
+          return { project, seq: 0, hash: genesisHash(project) }
+        }
+        const tail = await readTail(fh)
+        const bad = tailError(path, tail)
+        if (bad) throw bad
+        w.checkNotBehind(tail)
+        return tail.kind === 'record'
+          ? { project, seq: tail.record.seq, hash: tail.hash }
+          : { project, seq: 0, hash: genesisHash(project) }
+      })
+    },
+    async close() {
+      if (closed) return
+      closed = true
+      if (--w.refs === 0) {
+        writers.delete(key)
+        await w.close()
+      } else {
+        await w.drain()
+      }
+    },
+  }
+}
+
+export interface AuditSinkOptions extends Omit<AuditLogOptions, 'project'> {
+  /** Checkpoint every project's chain on this cadence (see {@link withCheckpoints}). */
+  checkpoints?: CheckpointerOptions
+}
+
+/** A {@link GovernanceSink} over many projects: each event goes to its own project's chain. */
+export interface AuditSink extends GovernanceSink {
+  append(event: GovernanceEventInput): Promise<ChainedRecord>
+  /** The log of one project (opened on first use, kept open until `close`). */
+  log(project: string): AuditLog
+  close(): Promise<void>
+}
+
+/**
+ * The dispatcher's and launcher's entry point: `record(event)` appends to
+ * `<dir>/<event.project>.jsonl` and resolves once durable.
+ */
+export function createAuditSink(options: AuditSinkOptions): AuditSink {
+  const logs = new Map<string, AuditLog>()
+  const log = (project: string): AuditLog => {
+    let l = logs.get(project)
+    if (!l) {
+      const { checkpoints, ...logOptions } = options
+      const opened = openAuditLog({ ...logOptions, project })
+      l = checkpoints ? withCheckpoints(opened, checkpoints) : opened
+      logs.set(project, l)
+    }
+    return l
+  }
+  return {
+    log,
+    append: (event) => log(event.project).append(event),
+    async record(event) {
+      await log(event.project).append(event)
+    },
+    async close() {
+      const all = [...logs.values()]
+      logs.clear()
+      await Promise.all(all.map((l) => l.close()))
+    },
+  }
+}
+
+export interface RepairResult {
+  path: string
+  /** False when the log ended cleanly and nothing was moved. */
+  repaired: boolean
+  offset?: number
+  length?: number
+  /** Where the removed bytes were saved. */
+  quarantine?: string
+  detail?: string
+}
+
+/**
+ * Moves a torn or malformed last line out of the log, under the lock: the bytes go to
+ * `<log>.torn-<offset>` (fsynced), then the log is truncated to the end of its last
+ * good record (fsynced). Nothing else is touched.
+ */
+export async function repairAuditLog(options: { dir: string; project: string; lockTimeoutMs?: number }): Promise<RepairResult> {
+  const path = auditLogPath(options.dir, options.project)
+  const lock = await acquireFileLock(`${path}.lock`, { timeoutMs: options.lockTimeoutMs ?? 10_000 })
+  try {
+    let fh: FileHandle
+    try {
+      fh = await open(path, 'r+')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { path, repaired: false }
+      throw err
+    }
+    try {
+      const tail = await readTail(fh)
+      const bad = tailError(path, tail)
+      if (!bad) return { path, repaired: false }
+      const bytes = Buffer.alloc(bad.length)
+      await fh.read(bytes, 0, bytes.length, bad.offset)
+      let quarantine = `${path}.torn-${bad.offset}`
+      for (let i = 1; i < 100; i++) {
+        try {
+          await writeFile(quarantine, bytes, { flag: 'wx', mode: 0o640, flush: true })
+          break
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || i === 99) throw err
+          quarantine = `${path}.torn-${bad.offset}.${i}`
+        }
+      }
+      await syncDir(resolve(options.dir))
+      await fh.truncate(bad.offset)
+      await fh.sync()
+      return { path, repaired: true, offset: bad.offset, length: bad.length, quarantine, detail: bad.detail }
+    } finally {
+      await fh.close()
+    }
+  } finally {
+    await lock.release()
+  }
+}
+
+export type { AuditRecord }
+
+/**
+ * Reads a project's records (the last `tail` of them when given) for display.
+ * Malformed lines are counted and skipped; use the verifier to judge the chain.
+ */
+export async function readAuditRecords(options: { dir: string; project: string; tail?: number }): Promise<{
+  records: ChainedRecord[]
+  malformed: number
+  torn?: TornTail
+}> {
+  const path = auditLogPath(options.dir, options.project)
+  const keep = options.tail ?? Infinity
+  const records: ChainedRecord[] = []
+  let malformed = 0
+  let scan
+  try {
+    scan = await scanLines(path, (line) => {
+      const parsed = parseRecordLine(line)
+      if (!parsed.ok) {
+        malformed++
+        return
+      }
+      records.push({ ...parsed.record, hash: sha256Hex(line) })
+      if (records.length > keep) records.shift()
+    })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], malformed: 0 }
+    throw err
+  }
+  return scan.torn ? { records, malformed, torn: scan.torn } : { records, malformed }
+}
