@@ -6,19 +6,24 @@ import { Command, CommanderError } from 'commander'
 import { isKeelError } from '@keel/core'
 import { registerPolicyCommands } from './commands/policy.js'
 import { registerAuditCommands } from './commands/audit.js'
+import { registerDispatcherCommands } from './commands/dispatcher.js'
+import { registerRunCommands } from './commands/run.js'
 import { VERSION } from './version.js'
+import { EXIT_COMMAND_NOT_FOUND, EXIT_SANDBOX_FAILED, EXIT_USAGE } from './exit-codes.js'
 
-/** Exit code for usage errors and invalid input (policy files, flags). */
-export const EXIT_USAGE = 2
+export { EXIT_USAGE }
 
 export function buildProgram(): Command {
   const program = new Command('keel')
     .description('Egress control for AI agents: sandbox, policy, dispatcher and audit')
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
+    .enablePositionalOptions()
     .exitOverride()
   registerPolicyCommands(program)
   registerAuditCommands(program)
+  registerRunCommands(program)
+  registerDispatcherCommands(program)
   return program
 }
 
@@ -35,9 +40,26 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (isKeelError(err)) {
       process.stderr.write(`keel: ${err.message}\n`)
-      return err.code === 'ERR_POLICY_INVALID' || err.code === 'ERR_USAGE' ? EXIT_USAGE : 1
+      return exitCodeFor(err.code)
     }
     process.stderr.write(`keel: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
     return 1
+  }
+}
+
+function exitCodeFor(code: string): number {
+  switch (code) {
+    case 'ERR_POLICY_INVALID':
+    case 'ERR_POLICY_VERSION':
+    case 'ERR_USAGE':
+    case 'ERR_CONFIG_INVALID':
+      return EXIT_USAGE
+    case 'ERR_COMMAND_NOT_FOUND':
+      return EXIT_COMMAND_NOT_FOUND
+    case 'ERR_NOT_ROOT':
+    case 'ERR_NFT_UNAVAILABLE':
+      return EXIT_SANDBOX_FAILED
+    default:
+      return 1
   }
 }

@@ -1,2 +1,41 @@
-/** @module @keel/dispatcher */
-export {}
+/**
+ * @module @keel/dispatcher: managed execution for LLM provider calls: permits (allow, deny,
+ * throttle, challenge; Ed25519-signed, bound to the request's SHA-256), budgets, prompt
+ * firewall, credential injection, allowlisted endpoints and governance events, as a Hono app
+ * served standalone or mounted in process by `keel run`.
+ */
+export { createApp } from './app.js'
+export type { DispatcherApp, DispatcherDeps } from './app.js'
+export { createDispatcher } from './bootstrap.js'
+export type { CreateDispatcherOptions, Dispatcher } from './bootstrap.js'
+export { createInProcessServer, createNodeListener, serveDispatcher } from './node.js'
+export type { InProcessServer, ServeOptions, ServedDispatcher } from './node.js'
+export type { SandboxOrigin } from './origin.js'
+export { CONFIG_API_VERSION, CONFIG_KIND, DispatcherConfigError, loadDispatcherConfig, readDispatcherConfig } from './config.js'
+export type { LoadConfigOptions } from './config.js'
+export { loadCredentials, readSecret, scrubSecrets, staticCredentials } from './credentials/store.js'
+export type { CredentialStore, StaticCredentials } from './credentials/store.js'
+export { createPlaceholderDetector } from './credentials/placeholders.js'
+export type { PlaceholderDetector } from './credentials/placeholders.js'
+export { BudgetLedger, bucketKey } from './budget/ledger.js'
+export type { BucketState, BudgetKey, LedgerOptions, Reservation, ReserveResult } from './budget/ledger.js'
+export { costMicroUsd, priceFor, worstCaseMicroUsd } from './budget/pricing.js'
+export { ChallengeRegistry } from './challenge/registry.js'
+export type { AttestResult, ChallengeOutcome, ChallengeSummary } from './challenge/registry.js'
+export { BASELINE_DETECTOR_IDS, baselineDetectors, compileFirewall, scanBody } from './firewall/detectors.js'
+export type { Detector, FirewallHit } from './firewall/detectors.js'
+export { evaluatePermit, windowRemainingSeconds } from './permits/evaluate.js'
+export type { EvaluateArgs, PermitDecision } from './permits/evaluate.js'
+export { bindingDigest, createPermitSigner, PERMIT_ISSUER, PERMIT_TYPE, sha256Hex } from './permits/sign.js'
+export type { PermitClaims, PermitSigner, VerifyResult } from './permits/sign.js'
+export { ADAPTERS, anthropicAdapter, createSseParser, openAiAdapter } from './providers/index.js'
+export type { RequestFacts, StreamUsageTracker, Usage, WireFormatAdapter } from './providers/index.js'
+export { createGovernance, createJsonLogger, createJsonlGovernanceSink, createMemoryGovernanceSink, redactHeaders } from './governance.js'
+export type { Governance, JsonlGovernanceSink, MemoryGovernanceSink } from './governance.js'
+export { DispatchError, errorBody, isDispatchError } from './errors.js'
+export { BINDING_HEADERS } from './dispatch.js'
+export { PERMIT_HEADER } from './middleware/permit-verify.js'
+export { FORWARD_HEADERS } from './middleware/inject-credentials.js'
+export { REASON_HEADER } from './middleware/trace.js'
+export type * from './types.js'
+export { CONDITION_KEYS } from './types.js'

@@ -54,6 +54,18 @@ export const Reason = {
   ORIGINAL_DESTINATION_UNKNOWN: 'original_destination_unknown',
   /** keel could not decide (internal error); fail closed. */
   INTERNAL_ERROR: 'internal_error',
+  /** A `via: dispatcher` route, but no dispatcher is wired into this proxy; fail closed. */
+  DISPATCHER_UNAVAILABLE: 'dispatcher_unavailable',
+  /** The agent closed or reset the connection before keel could decide or connect it. */
+  CLIENT_ABORTED: 'client_aborted',
+  /** The original destination is keel's own proxy socket (a direct connection, not a redirected one). */
+  PROXY_LOOP: 'proxy_loop',
+  /** The destination handed to the policy was not a valid hostname, IP address, port or protocol. */
+  INVALID_DESTINATION: 'invalid_destination',
+  /** ICMP from the agent, rejected by the sandbox firewall. */
+  ICMP_NOT_ALLOWED: 'icmp_not_allowed',
+  /** An IP protocol other than TCP, UDP and ICMP (SCTP, raw IP, …), rejected by the sandbox firewall. */
+  PROTOCOL_NOT_ALLOWED: 'protocol_not_allowed',
 } as const
 export type Reason = (typeof Reason)[keyof typeof Reason]
 

@@ -1,2 +1,30 @@
-/** @module @keel/proxy */
-export {}
+/**
+ * @module @keel/proxy: the transparent TCP proxy of a sandbox. Original destination →
+ * name → policy; TLS ClientHello / HTTP Host checks against the bound name; keel's own
+ * resolution and dial; byte splice with backpressure.
+ */
+export { createProxy, CANONICAL_LOG_LINE, LOG_FIELD } from './proxy-server.js'
+export type { Proxy, ProxyOptions, ProxyStats } from './proxy-server.js'
+export { DEFAULT_LIMITS, handleConnection } from './connection.js'
+export type { ConnectionDeps, ConnectionHandle, DispatcherContext, DispatcherHook, ProxyLimits } from './connection.js'
+export { decideDestination, normalizeName, verifyFirstBytes, vetResolved } from './decide-connection.js'
+export type { DestinationDecision, OriginalDestination, Verification, Vetted } from './decide-connection.js'
+export { classifyFirstBytes } from './first-bytes.js'
+export type { FirstBytes, FirstBytesOptions } from './first-bytes.js'
+export { DEFAULT_MAX_HELLO_BYTES, EXTENSION, isValidSniHostname, parseClientHello } from './tls/client-hello.js'
+export type { ClientHello, ClientHelloOptions, ClientHelloResult } from './tls/client-hello.js'
+export { DEFAULT_MAX_HEAD_BYTES, normalizeHostname, parseAuthority, parseRequestHead } from './http/request-head.js'
+export type { RequestHead, RequestHeadOptions, RequestHeadResult, TargetForm } from './http/request-head.js'
+export { peek } from './peek.js'
+export type { PeekOptions, PeekResult, PeekStep } from './peek.js'
+export { createSplice, splice } from './splice.js'
+export type { Splice, SpliceOptions, SpliceResult } from './splice.js'
+export { dialFirst } from './dial.js'
+export type { Connect, DialOptions, DialResult } from './dial.js'
+export { denyBody, denyStatus, howToAllow, httpDenyResponse, TLS_ALERT, tlsAlert, tlsAlertFor } from './deny-response.js'
+export type { DenyContext } from './deny-response.js'
+export { lingeringClose, resetSocket, whenClosed } from './socket-close.js'
+export { CLOCK_SKEW_MS, createSandboxCa, DEFAULT_CA_VALIDITY_MS, DEFAULT_LEAF_VALIDITY_MS } from './tls/sandbox-ca.js'
+export type { LeafCertificate, SandboxCa, SandboxCaOptions } from './tls/sandbox-ca.js'
+export { createTlsTerminator, DEFAULT_HANDSHAKE_TIMEOUT_MS } from './tls/terminate.js'
+export type { TerminationFailure, TlsTerminator, TlsTerminatorOptions } from './tls/terminate.js'

@@ -1,2 +1,16 @@
-/** @module @keel/sandbox */
-export {}
+/** @module @keel/sandbox: the rootful launcher of `keel run` (netns, nft ruleset, socket hand-off, agent, teardown) and `keel gc`. */
+export { runSandbox, newSandboxId, EXIT_DENIED, SANDBOX_DNS_PORT, SANDBOX_PROXY_PORT } from './launcher.js'
+export type { SandboxOptions, SandboxResult } from './launcher.js'
+export { collectGarbage } from './gc.js'
+export type { GcResult } from './gc.js'
+export { resolveRunAs, lookupUser } from './identity.js'
+export type { RunAs, ResolveRunAsOptions } from './identity.js'
+export { findExecutable } from './agent.js'
+export { ReportCollector, formatExitTable } from './report.js'
+export type { Report, ReportDestination } from './report.js'
+export { buildRuleset, parseRejections, REJECT_COUNTERS, REJECT_SETS } from './ruleset.js'
+export type { Rejection, RulesetPorts } from './ruleset.js'
+export { createNetns, deleteNetns, listKeelNetns } from './netns.js'
+export { STATE_ROOT } from './state.js'
+export { checkDispatcherHosts, createDispatcherMount, dispatcherRoutes, scrubSecrets, SYSTEM_CA_BUNDLES, TRUST_ENV } from './dispatcher-mount.js'
+export type { DispatcherMount, DispatcherMountOptions, DispatcherOrigin, DispatcherRoutes, SandboxDispatcher } from './dispatcher-mount.js'

@@ -20,7 +20,7 @@ export type SocketChildMessage = { kind: 'handle'; handle: HandleKind } | { kind
 
 function listenTcp(port: number, host: string): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = createServer({ pauseOnConnect: true })
+    const server = createServer()
     server.once('error', reject)
     // A deep backlog: a burst of agent connections must queue, not be refused, while the
     // launcher is busy (the per-sandbox connection limit is enforced by the proxy).

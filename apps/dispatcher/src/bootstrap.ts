@@ -1,0 +1,74 @@
+/**
+ * Builds a ready dispatcher from a validated config: credentials (key-file mode checked),
+ * permit signing key, budget ledger file, and a governance sink (the caller's, else a JSONL
+ * file from `spec.audit.path`). Fails fast on any problem. Used by `keel dispatcher serve`
+ * and, later, by `keel run` for its in-process mount.
+ */
+import { NOOP_LOGGER, type GovernanceSink, type Logger } from '@keel/core'
+import { createApp, type DispatcherApp } from './app.js'
+import { BudgetLedger } from './budget/ledger.js'
+import { ChallengeRegistry } from './challenge/registry.js'
+import { loadCredentials, readSecret, type CredentialStore } from './credentials/store.js'
+import { createJsonlGovernanceSink, createMemoryGovernanceSink } from './governance.js'
+import { createPermitSigner, type PermitSigner } from './permits/sign.js'
+import type { DispatcherConfig } from './types.js'
+
+export interface CreateDispatcherOptions {
+  config: DispatcherConfig
+  /** Overrides `spec.audit.path`; packages/audit's sink once the CLI wires it. */
+  governance?: GovernanceSink
+  logger?: Logger
+  env?: NodeJS.ProcessEnv
+  fetch?: typeof fetch
+}
+
+export interface Dispatcher {
+  app: DispatcherApp
+  credentials: CredentialStore
+  ledger: BudgetLedger
+  signer: PermitSigner
+  challenges: ChallengeRegistry
+  /** True when the signing key was generated for this process (permits die with it). */
+  ephemeralSigningKey: boolean
+  close(): Promise<void>
+}
+
+export async function createDispatcher(options: CreateDispatcherOptions): Promise<Dispatcher> {
+  const { config } = options
+  const logger = options.logger ?? NOOP_LOGGER
+  const credentials = await loadCredentials(config, options.env)
+  const signingKey = config.permits.signingKey ? await readSecret(config.permits.signingKey, options.env) : undefined
+  const signer = createPermitSigner(signingKey)
+  const ledger = config.budgets?.ledgerPath
+    ? await BudgetLedger.open({ path: config.budgets.ledgerPath, onError: (err) => logger.error('budget ledger write failed', { error: String(err) }) })
+    : BudgetLedger.inMemory()
+  const jsonl = options.governance === undefined && config.audit ? createJsonlGovernanceSink(config.audit.path) : undefined
+  const governance = options.governance ?? jsonl ?? createMemoryGovernanceSink()
+  if (options.governance === undefined && jsonl === undefined) {
+    logger.warn('no governance sink configured (spec.audit.path); events are kept in memory only')
+  }
+  const challenges = new ChallengeRegistry()
+  const app = createApp({
+    config,
+    credentials,
+    governance,
+    ledger,
+    signer,
+    challenges,
+    logger,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  })
+  return {
+    app,
+    credentials,
+    ledger,
+    signer,
+    challenges,
+    ephemeralSigningKey: signingKey === undefined,
+    async close() {
+      challenges.close()
+      await ledger.close()
+      await jsonl?.close()
+    },
+  }
+}

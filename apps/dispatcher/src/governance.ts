@@ -1,0 +1,161 @@
+/**
+ * Governance events and logs.
+ *
+ * The dispatcher writes every decision to an injected core `GovernanceSink` (packages/audit's
+ * hash-chained log in production). The event that admits a call upstream
+ * (`dispatch.egress_bound`) is awaited and the call is denied if it cannot be written
+ * (`audit_unavailable`): no unrecorded egress. Other events are written without holding the
+ * response; a failed write is logged once per event.
+ *
+ * Until the CLI wires packages/audit, {@link createJsonlGovernanceSink} appends plain JSON
+ * lines (no hash chain) and {@link createMemoryGovernanceSink} serves tests.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs'
+import type { GovernanceEventInput, GovernanceSink, Logger } from '@keel/core'
+import { scrubSecrets } from './credentials/store.js'
+
+export const LOG_FIELD = {
+  reason: 'reason',
+  event: 'event',
+  provider: 'provider',
+  model: 'model',
+  project: 'project',
+  agent: 'agent',
+  permitId: 'permitId',
+  endpoint: 'endpoint',
+  status: 'status',
+  durationMs: 'durationMs',
+  headers: 'headers',
+} as const
+
+/** Headers whose values may be logged; everything else is `[REDACTED]` (STYLE §6). */
+const LOGGABLE_HEADERS = new Set([
+  'content-type',
+  'content-length',
+  'accept',
+  'user-agent',
+  'anthropic-version',
+  'anthropic-beta',
+  'openai-beta',
+  'x-keel-agent',
+  'x-keel-project',
+  'x-keel-provider',
+  'x-keel-data-class',
+  'x-keel-program',
+  'x-keel-export-control',
+  'x-keel-priority',
+  'x-keel-permit-id',
+  'x-keel-request-sha256',
+  'x-keel-binding',
+  'traceparent',
+  'retry-after',
+  'x-request-id',
+  'request-id',
+])
+
+export function redactHeaders(headers: Iterable<[string, string]>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of headers) {
+    const name = k.toLowerCase()
+    out[name] = LOGGABLE_HEADERS.has(name) ? v : '[REDACTED]'
+  }
+  return out
+}
+
+export interface Governance {
+  /** Writes an event; rejects if the sink fails. */
+  record(event: GovernanceEventInput): Promise<void>
+  /** Writes an event without waiting; failures are logged. */
+  recordQuiet(event: GovernanceEventInput): void
+}
+
+export function createGovernance(sink: GovernanceSink, logger: Logger, secrets: () => readonly string[]): Governance {
+  // Events are built from ids, hashes, names and keel's own messages, never from headers or
+  // bodies; the one free-text path (a refusal's message) is scrubbed where it is built (app.ts).
+  return {
+    async record(event) {
+      await sink.record(event)
+    },
+    recordQuiet(event) {
+      let p: Promise<void>
+      try {
+        p = sink.record(event)
+      } catch (err) {
+        p = Promise.reject(err)
+      }
+      p.catch((err: unknown) =>
+        logger.error('governance event not recorded', { [LOG_FIELD.event]: event.event, error: scrubSecrets(String(err), secrets()) }),
+      )
+    },
+  }
+}
+
+export interface MemoryGovernanceSink extends GovernanceSink {
+  readonly events: GovernanceEventInput[]
+}
+
+export function createMemoryGovernanceSink(): MemoryGovernanceSink {
+  const events: GovernanceEventInput[] = []
+  return {
+    events,
+    record(event) {
+      events.push({ time: Date.now(), ...event })
+      return Promise.resolve()
+    },
+  }
+}
+
+export interface JsonlGovernanceSink extends GovernanceSink {
+  close(): Promise<void>
+}
+
+/**
+ * Appends one JSON line per event (mode 0600). A stand-in for packages/audit: no hash chain,
+ * no signature. Each line is written with one synchronous `write(2)` on an O_APPEND fd before
+ * `record` resolves: a few microseconds, where an async write costs a thread-pool round trip
+ * on the hot path, and a line is never half-queued when the process dies.
+ */
+export function createJsonlGovernanceSink(path: string): JsonlGovernanceSink {
+  let fd: number | undefined = openSync(path, 'a', 0o600)
+  let seq = 0
+  return {
+    record(event) {
+      if (fd === undefined) return Promise.reject(new Error('governance log is closed'))
+      const { time, ...rest } = event
+      const line = JSON.stringify({ seq: ++seq, time: new Date(time ?? Date.now()).toISOString(), ...rest }) + '\n'
+      try {
+        writeSync(fd, line)
+      } catch (err) {
+        return Promise.reject(err instanceof Error ? err : new Error(String(err)))
+      }
+      return Promise.resolve()
+    },
+    close() {
+      if (fd !== undefined) closeSync(fd)
+      fd = undefined
+      return Promise.resolve()
+    },
+  }
+}
+
+/**
+ * A Logger writing one JSON line per entry to a stream (stderr for `keel dispatcher serve`),
+ * scrubbing every known secret from the line before it is written.
+ */
+export function createJsonLogger(write: (line: string) => void, secrets: () => readonly string[] = () => [], level: 'debug' | 'info' = 'info'): Logger {
+  const emit = (lvl: string, msg: string, fields?: Record<string, unknown>): void => {
+    try {
+      write(scrubSecrets(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }), secrets()) + '\n')
+    } catch {
+      // A broken log never breaks the data path.
+    }
+  }
+  return {
+    debug: (m, f) => {
+      if (level === 'debug') emit('debug', m, f)
+    },
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+  }
+}
