@@ -3,7 +3,7 @@
  * (curl, node, python3, openssl, dig, getent), against the fake world on loopback.
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startWorld, type World } from '../world/index.js'
@@ -30,10 +30,16 @@ describe.skipIf(!isRoot)('keel run (needs root: network namespaces and nftables)
     scratch = scratchDir()
     ca = publicCa(world, scratch.path)
   })
+  // Other sandboxes (another suite on this machine) may exist: look only at new ones.
+  let before: Set<string>
+  const newNamespaces = () => keelNamespaces().filter((n) => !before.has(n))
+  beforeAll(() => {
+    before = new Set(keelNamespaces())
+  })
   afterAll(async () => {
     await world?.stop()
     scratch?.remove()
-    expect(keelNamespaces()).toEqual([])
+    expect(newNamespaces()).toEqual([])
   })
 
   it('lets real programs reach allowed names over HTTPS and HTTP, with synthetic DNS answers', async () => {
@@ -211,21 +217,22 @@ spec:
   it('forwards signals to the agent and tears the sandbox down', async () => {
     let keelPid = 0
     const running = keelRun({ world, dir: scratch.path, flags: ['--quiet'], command: ['sleep', '30'], onSpawn: (pid) => (keelPid = pid) })
-    await waitFor(() => keelNamespaces().length === 1, 5000)
+    await waitFor(() => newNamespaces().length === 1, 5000)
+    const id = newNamespaces()[0]!.slice('keel-'.length)
     process.kill(keelPid, 'SIGTERM')
     const r = await running
     expect(r.code).toBe(128 + 15)
     expect(r.durationMs).toBeLessThan(10_000)
-    expect(keelNamespaces()).toEqual([])
-    expect(existsSync('/run/keel') ? readdirSync('/run/keel') : []).toEqual([])
+    expect(newNamespaces()).toEqual([])
+    expect(existsSync(`/run/keel/${id}`)).toBe(false)
   })
 
   it('keel gc cleans up after a launcher killed with SIGKILL, and a later run is not disturbed', async () => {
     let keelPid = 0
     const running = keelRun({ world, dir: scratch.path, flags: ['--quiet'], command: ['sleep', '30'], onSpawn: (pid) => (keelPid = pid) })
-    await waitFor(() => keelNamespaces().length === 1, 5000)
+    await waitFor(() => newNamespaces().length === 1, 5000)
     // Wait until the agent runs inside it, so the kill leaves an orphan for gc to find.
-    const ns = keelNamespaces()[0]!
+    const ns = newNamespaces()[0]!
     const agentRunning = () =>
       execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' })
         .split('\n')
@@ -240,12 +247,16 @@ spec:
     await waitFor(agentRunning, 5000)
     process.kill(keelPid, 'SIGKILL')
     await running
-    expect(keelNamespaces()).toHaveLength(1)
-    const gc = JSON.parse(execFileSync(process.execPath, [KEEL, 'gc', '--json'], { encoding: 'utf8' })) as { removed: unknown[]; killed: number[] }
-    expect(gc.removed).toHaveLength(1)
-    expect(gc.killed).toHaveLength(1) // the orphaned agent (sleep) that was still in the namespace
-    expect(keelNamespaces()).toEqual([])
-    expect(existsSync('/run/keel') ? readdirSync('/run/keel') : []).toEqual([])
+    expect(newNamespaces()).toEqual([ns])
+    const gc = JSON.parse(execFileSync(process.execPath, [KEEL, 'gc', '--json'], { encoding: 'utf8' })) as {
+      removed: { netns?: string }[]
+      killed: number[]
+    }
+    // gc removes only dead sandboxes: this one (and none that another live run owns).
+    expect(gc.removed.map((r) => r.netns)).toContain(ns)
+    expect(gc.killed.length).toBeGreaterThanOrEqual(1) // the orphaned agent (sleep) still in the namespace
+    expect(newNamespaces()).toEqual([])
+    expect(existsSync(`/run/keel/${ns.slice('keel-'.length)}`)).toBe(false)
     const after = await keelRun({ world, dir: scratch.path, flags: ['--quiet'], command: ['curl', '-sS', '--max-time', '5', 'http://plain.test/'] })
     expect(after.code, after.stderr).toBe(0)
   })
