@@ -144,7 +144,7 @@ spec:
   reviewers: [{ name: alice, token: { env: KEEL_BENCH_ALICE } }]
   firewall:
     detectors: [{ id: codename, pattern: "\\\\bNIGHTJAR\\\\b" }]
-  audit: { path: ./governance.jsonl }
+  audit: { dir: ./audit }
 `
   const configPath = join(tmp, 'dispatcher.yaml')
   writeFileSync(configPath, config)

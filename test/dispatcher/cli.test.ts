@@ -5,7 +5,7 @@
  * readable by group or world is refused at startup.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -58,7 +58,7 @@ spec:
     rules:
       - { name: no-cui, when: { dataClass: [CUI] }, action: deny }
       - { name: all, action: allow }
-  audit: { path: ./${name}-governance.jsonl }
+  audit: { dir: ./${name}-audit }
 `,
   )
   return path
@@ -118,7 +118,15 @@ describe('keel dispatcher serve', () => {
 
     r.child.kill('SIGTERM')
     expect(await within(r.exit, 10_000, 'serve to exit on SIGTERM')).toBe(0)
-    const governance = readFileSync(join(dir, 'ok-governance.jsonl'), 'utf8')
+    // The hash-chained audit log (@keel/audit): one chain per project, each verifiable.
+    const auditDir = join(dir, 'ok-audit')
+    const chains = readdirSync(auditDir).filter((f) => f.endsWith('.jsonl'))
+    expect(chains.length).toBeGreaterThan(0)
+    for (const chain of chains) {
+      const verify = run(['audit', 'verify', '--project', chain.replace(/\.jsonl$/, ''), '--data-dir', auditDir])
+      expect(await within(verify.exit, 20_000, 'audit verify'), verify.stdout() + verify.stderr()).toBe(0)
+    }
+    const governance = chains.map((f) => readFileSync(join(auditDir, f), 'utf8')).join('')
     const ledger = readFileSync(join(dir, 'ok-ledger.jsonl'), 'utf8')
     const events = governance.trim().split('\n').map((l) => JSON.parse(l) as { event: string; reason: string })
     expect(events.map((e) => e.event)).toEqual(expect.arrayContaining(['dispatch.egress_bound', 'dispatch.completed', 'permit.denied']))

@@ -1,21 +1,22 @@
 /**
  * Builds a ready dispatcher from a validated config: credentials (key-file mode checked),
- * permit signing key, budget ledger file, and a governance sink (the caller's, else a JSONL
- * file from `spec.audit.path`). Fails fast on any problem. Used by `keel dispatcher serve`
- * and, later, by `keel run` for its in-process mount.
+ * permit signing key, budget ledger file, and a governance sink (the caller's, else the
+ * hash-chained @keel/audit log in `spec.audit.dir`). Fails fast on any problem. Used by
+ * `keel dispatcher serve`, and by `keel run` for its in-process mount.
  */
+import { createAuditSink } from '@keel/audit'
 import { NOOP_LOGGER, type GovernanceSink, type Logger } from '@keel/core'
 import { createApp, type DispatcherApp } from './app.js'
 import { BudgetLedger } from './budget/ledger.js'
 import { ChallengeRegistry } from './challenge/registry.js'
 import { loadCredentials, readSecret, type CredentialStore } from './credentials/store.js'
-import { createJsonlGovernanceSink, createMemoryGovernanceSink } from './governance.js'
+import { createMemoryGovernanceSink } from './governance.js'
 import { createPermitSigner, type PermitSigner } from './permits/sign.js'
 import type { DispatcherConfig } from './types.js'
 
 export interface CreateDispatcherOptions {
   config: DispatcherConfig
-  /** Overrides `spec.audit.path`; packages/audit's sink once the CLI wires it. */
+  /** Overrides `spec.audit` (e.g. `keel run` passes the sandbox's audit sink). */
   governance?: GovernanceSink
   logger?: Logger
   env?: NodeJS.ProcessEnv
@@ -42,10 +43,10 @@ export async function createDispatcher(options: CreateDispatcherOptions): Promis
   const ledger = config.budgets?.ledgerPath
     ? await BudgetLedger.open({ path: config.budgets.ledgerPath, onError: (err) => logger.error('budget ledger write failed', { error: String(err) }) })
     : BudgetLedger.inMemory()
-  const jsonl = options.governance === undefined && config.audit ? createJsonlGovernanceSink(config.audit.path) : undefined
-  const governance = options.governance ?? jsonl ?? createMemoryGovernanceSink()
-  if (options.governance === undefined && jsonl === undefined) {
-    logger.warn('no governance sink configured (spec.audit.path); events are kept in memory only')
+  const owned = options.governance === undefined && config.audit ? createAuditSink({ dir: config.audit.dir, fsync: config.audit.fsync }) : undefined
+  const governance = options.governance ?? owned ?? createMemoryGovernanceSink()
+  if (options.governance === undefined && owned === undefined) {
+    logger.warn('no governance log configured (spec.audit.dir); events are kept in memory only')
   }
   const challenges = new ChallengeRegistry()
   const app = createApp({
@@ -68,7 +69,7 @@ export async function createDispatcher(options: CreateDispatcherOptions): Promis
     async close() {
       challenges.close()
       await ledger.close()
-      await jsonl?.close()
+      await owned?.close()
     },
   }
 }

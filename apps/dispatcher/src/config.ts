@@ -659,9 +659,10 @@ export function loadDispatcherConfig(text: string, options: LoadConfigOptions = 
     if (u?.has('timeoutMs')) config.upstream.timeoutMs = r.num(u.get('timeoutMs')!.node, 'spec.upstream.timeoutMs', { min: 100, max: 3_600_000, integer: true }) ?? 120_000
   }
   if (spec.has('audit')) {
-    const a = r.map(spec.get('audit')!.node, 'spec.audit', ['path'], ['path'])
-    const p = a?.has('path') ? r.str(a.get('path')!.node, 'spec.audit.path') : undefined
-    if (p !== undefined) config.audit = { path: resolvePath(baseDir, p) }
+    const a = r.map(spec.get('audit')!.node, 'spec.audit', ['dir', 'fsync'], ['dir'])
+    const dir = a?.has('dir') ? r.str(a.get('dir')!.node, 'spec.audit.dir') : undefined
+    const fsync = a?.has('fsync') ? r.oneOf(a.get('fsync')!.node, 'spec.audit.fsync', ['always', 'batch', 'never'] as const) : 'batch'
+    if (dir !== undefined && fsync !== undefined) config.audit = { dir: resolvePath(baseDir, dir), fsync }
   }
   if (config.budgets && pricing.length === 0) {
     r.fail(spec.get('budgets')!.node, 'spec.budgets', 'budgets need a price table (spec.pricing) to reserve worst-case cost')

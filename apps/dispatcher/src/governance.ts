@@ -6,11 +6,8 @@
  * (`dispatch.egress_bound`) is awaited and the call is denied if it cannot be written
  * (`audit_unavailable`): no unrecorded egress. Other events are written without holding the
  * response; a failed write is logged once per event.
- *
- * Until the CLI wires packages/audit, {@link createJsonlGovernanceSink} appends plain JSON
- * lines (no hash chain) and {@link createMemoryGovernanceSink} serves tests.
+ * {@link createMemoryGovernanceSink} serves tests.
  */
-import { closeSync, openSync, writeSync } from 'node:fs'
 import type { GovernanceEventInput, GovernanceSink, Logger } from '@keel/core'
 import { scrubSecrets } from './credentials/store.js'
 
@@ -100,39 +97,6 @@ export function createMemoryGovernanceSink(): MemoryGovernanceSink {
     events,
     record(event) {
       events.push({ time: Date.now(), ...event })
-      return Promise.resolve()
-    },
-  }
-}
-
-export interface JsonlGovernanceSink extends GovernanceSink {
-  close(): Promise<void>
-}
-
-/**
- * Appends one JSON line per event (mode 0600). A stand-in for packages/audit: no hash chain,
- * no signature. Each line is written with one synchronous `write(2)` on an O_APPEND fd before
- * `record` resolves: a few microseconds, where an async write costs a thread-pool round trip
- * on the hot path, and a line is never half-queued when the process dies.
- */
-export function createJsonlGovernanceSink(path: string): JsonlGovernanceSink {
-  let fd: number | undefined = openSync(path, 'a', 0o600)
-  let seq = 0
-  return {
-    record(event) {
-      if (fd === undefined) return Promise.reject(new Error('governance log is closed'))
-      const { time, ...rest } = event
-      const line = JSON.stringify({ seq: ++seq, time: new Date(time ?? Date.now()).toISOString(), ...rest }) + '\n'
-      try {
-        writeSync(fd, line)
-      } catch (err) {
-        return Promise.reject(err instanceof Error ? err : new Error(String(err)))
-      }
-      return Promise.resolve()
-    },
-    close() {
-      if (fd !== undefined) closeSync(fd)
-      fd = undefined
       return Promise.resolve()
     },
   }

@@ -162,6 +162,9 @@ export interface DispatcherConfig {
   firewall: FirewallConfig
   identity: { defaultAgent: string; defaultProject: string }
   upstream: { timeoutMs: number }
-  /** JSONL governance log for `keel dispatcher serve` until @keel/audit is wired. */
-  audit?: { path: string }
+  /**
+   * The hash-chained governance log (@keel/audit): one chain per project under `dir`, with
+   * the fsync policy for appends (default `batch`: group commit, each append durable).
+   */
+  audit?: { dir: string; fsync: 'always' | 'batch' | 'never' }
 }

@@ -34,7 +34,6 @@ export async function serveCommand(options: DispatcherServeOptions, signal?: Abo
   const served = await serveDispatcher(dispatcher.app, { host, port })
   process.stdout.write(`keel dispatcher "${config.name}" listening on ${served.url}\n`)
   process.stdout.write(`permit signing key ${dispatcher.signer.keyId}${dispatcher.ephemeralSigningKey ? ' (ephemeral: set spec.permits.signingKey to keep permits valid across restarts)' : ''}\n`)
-  if (!config.audit) logger.warn('spec.audit.path is not set: governance events are kept in memory only')
   await new Promise<void>((resolve) => {
     const stop = (): void => {
       process.off('SIGINT', stop)
