@@ -48,7 +48,7 @@ export type {
 // Address and name helpers shared with dns, proxy and the CLI.
 export { normalizeHostname, parseHostnamePattern } from './net/hostname.js'
 export type { HostnameMatchKind, HostnamePattern } from './net/hostname.js'
-export { parseIp, formatIp } from './net/ip.js'
+export { parseIp, parseIpBytes, formatIp } from './net/ip.js'
 export type { ParsedIp } from './net/ip.js'
 export { parseCidr, cidrContains } from './net/cidr.js'
 export type { CidrBlock } from './net/cidr.js'

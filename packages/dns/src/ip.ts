@@ -2,70 +2,34 @@
  * Small, strict IP address helpers: text ↔ bytes for IPv4 and IPv6, RFC 5952 output,
  * IPv4-mapped IPv6 unwrapping and reverse-DNS (in-addr.arpa / ip6.arpa) names.
  * Strict on purpose: `01.2.3.4` (octal-looking) and other ambiguous forms are rejected.
+ * Parsing and formatting are @keel/core's; this module adds the DNS-specific shapes.
  */
+import { formatIp, parseIpBytes } from '@keel/core'
 
 /** Parses dotted-quad IPv4 text into 4 bytes, or `undefined` when it is not exactly that. */
 export function parseIPv4(text: string): Uint8Array | undefined {
-  const parts = text.split('.')
-  if (parts.length !== 4) return undefined
-  const out = new Uint8Array(4)
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i] ?? ''
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined
-    const n = Number(p)
-    if (n > 255) return undefined
-    out[i] = n
-  }
-  return out
+  if (text.includes(':')) return undefined
+  return parseIpBytes(text)
 }
 
 /**
- * Parses IPv6 text (with `::`, an embedded dotted quad, or a `%zone`, which is
- * ignored) into 16 bytes, or `undefined`.
+ * Parses IPv6 text (with `::`, an embedded dotted quad, brackets, or a `%zone`, which is
+ * ignored) into 16 bytes, or `undefined`. IPv4-mapped addresses stay 16 bytes here.
  */
 export function parseIPv6(text: string): Uint8Array | undefined {
   let s = text
   const zone = s.indexOf('%')
   if (zone !== -1) s = s.slice(0, zone)
   if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1)
-  if (s.length === 0 || s.length > 45) return undefined
-  const groups: number[] = []
-  let tailV4: Uint8Array | undefined
-  const lastColon = s.lastIndexOf(':')
-  if (s.indexOf('.', lastColon) !== -1) {
-    tailV4 = parseIPv4(s.slice(lastColon + 1))
-    if (!tailV4) return undefined
-    s = s.slice(0, lastColon + 1) + '0:0'
-  }
-  const dbl = s.indexOf('::')
-  if (dbl !== -1 && s.indexOf('::', dbl + 1) !== -1) return undefined
-  const parseGroups = (part: string): number[] | undefined => {
-    if (part === '') return []
-    const out: number[] = []
-    for (const g of part.split(':')) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined
-      out.push(parseInt(g, 16))
-    }
-    return out
-  }
-  if (dbl === -1) {
-    const all = parseGroups(s)
-    if (!all || all.length !== 8) return undefined
-    groups.push(...all)
-  } else {
-    const head = parseGroups(s.slice(0, dbl))
-    const tail = parseGroups(s.slice(dbl + 2))
-    if (!head || !tail || head.length + tail.length > 7) return undefined
-    groups.push(...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail)
-  }
-  const out = new Uint8Array(16)
-  for (let i = 0; i < 8; i++) {
-    const g = groups[i] ?? 0
-    out[i * 2] = g >> 8
-    out[i * 2 + 1] = g & 0xff
-  }
-  if (tailV4) out.set(tailV4, 12)
-  return out
+  if (!s.includes(':')) return undefined
+  const bytes = parseIpBytes(s)
+  if (!bytes || bytes.length === 16) return bytes
+  // core folds ::ffff:a.b.c.d to IPv4; this parser's contract is the 16 wire bytes.
+  const mapped = new Uint8Array(16)
+  mapped[10] = 0xff
+  mapped[11] = 0xff
+  mapped.set(bytes, 12)
+  return mapped
 }
 
 /** Parses either family. */
@@ -78,31 +42,12 @@ export function parseIP(text: string): { family: 4 | 6; bytes: Uint8Array } | un
 }
 
 export function formatIPv4(bytes: Uint8Array): string {
-  return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`
+  return formatIp(bytes.subarray(0, 4))
 }
 
 /** RFC 5952 canonical text: lower case, no leading zeros, longest zero run (≥ 2) as `::`. */
 export function formatIPv6(bytes: Uint8Array): string {
-  const groups: number[] = []
-  for (let i = 0; i < 8; i++) groups.push(((bytes[i * 2] ?? 0) << 8) | (bytes[i * 2 + 1] ?? 0))
-  let bestStart = -1
-  let bestLen = 0
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++
-      continue
-    }
-    let j = i
-    while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLen) {
-      bestStart = i
-      bestLen = j - i
-    }
-    i = j
-  }
-  const hex = groups.map((g) => g.toString(16))
-  if (bestLen < 2) return hex.join(':')
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`
+  return formatIp(bytes.subarray(0, 16))
 }
 
 /** If `bytes` is an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), the IPv4 bytes. */
