@@ -115,7 +115,13 @@ export function keelRun(options: KeelRunOptions): Promise<KeelRunResult> {
     child.on('exit', (code, signal) => {
       clearTimeout(timer)
       let report: ReportRow[] = []
-      if (existsSync(reportPath)) report = (JSON.parse(readFileSync(reportPath, 'utf8')) as { destinations: ReportRow[] }).destinations
+      // keel opens the report before the agent starts and writes it at the end: a killed
+      // keel leaves it empty.
+      try {
+        if (existsSync(reportPath)) report = (JSON.parse(readFileSync(reportPath, 'utf8')) as { destinations: ReportRow[] }).destinations
+      } catch {
+        report = []
+      }
       resolvePromise({ code, signal, stdout, stderr, durationMs: performance.now() - started, report })
     })
   })

@@ -4,32 +4,47 @@
  */
 import { Command, CommanderError } from 'commander'
 import { isKeelError } from '@keel/core'
-import { registerPolicyCommands } from './commands/policy.js'
-import { registerAuditCommands } from './commands/audit.js'
-import { registerDispatcherCommands } from './commands/dispatcher.js'
-import { registerRunCommands } from './commands/run.js'
 import { VERSION } from './version.js'
 import { EXIT_COMMAND_NOT_FOUND, EXIT_SANDBOX_FAILED, EXIT_USAGE } from './exit-codes.js'
 
 export { EXIT_USAGE }
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void
+
+/**
+ * The command groups, each loaded only when needed: `keel run` must not pay for loading
+ * the dispatcher, Hono and the audit code (tens of ms of every sandbox start, see
+ * bench/sandbox). Keys are the top-level command names each group registers.
+ */
+const GROUPS: Record<string, () => Promise<Register>> = {
+  policy: async () => (await import('./commands/policy.js')).registerPolicyCommands,
+  audit: async () => (await import('./commands/audit.js')).registerAuditCommands,
+  run: async () => (await import('./commands/run.js')).registerRunCommands,
+  gc: async () => (await import('./commands/run.js')).registerRunCommands,
+  dispatcher: async () => (await import('./commands/dispatcher.js')).registerDispatcherCommands,
+}
+
+/**
+ * The program with the group of `argv[0]` when it names a command, else with every group
+ * (help, version, unknown commands and their suggestions).
+ */
+export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command('keel')
     .description('Egress control for AI agents: sandbox, policy, dispatcher and audit')
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .enablePositionalOptions()
     .exitOverride()
-  registerPolicyCommands(program)
-  registerAuditCommands(program)
-  registerRunCommands(program)
-  registerDispatcherCommands(program)
+  const first = argv[0]
+  const group = first !== undefined && Object.hasOwn(GROUPS, first) ? GROUPS[first] : undefined
+  const loaders = group ? [group] : [GROUPS.policy!, GROUPS.audit!, GROUPS.run!, GROUPS.dispatcher!]
+  for (const register of await Promise.all(loaders.map((load) => load()))) register(program)
   return program
 }
 
 /** Runs the CLI and resolves to the process exit code; never calls process.exit itself. */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram()
+  const program = await buildProgram(argv)
   try {
     await program.parseAsync(argv, { from: 'user' })
     return typeof process.exitCode === 'number' ? process.exitCode : 0

@@ -2,7 +2,8 @@
  * @module @keel/nftables-napi
  *
  * keel's in-process binding to libnftables (never a shell-out to `nft`), plus the
- * SO_ORIGINAL_DST lookup for redirected connections. Batches run atomically, optionally
+ * SO_ORIGINAL_DST lookup for redirected connections, plus listening sockets made inside
+ * a sandbox's namespace (`listenInNetns`). Batches run atomically, optionally
  * inside another network namespace on a thread of their own.
  *
  * @example
@@ -17,4 +18,6 @@ export { NftCommandError } from './errors.js'
 export { listRuleset, objectsOf, parseJsonOutput } from './json.js'
 export { originalDestination, originalDestinationFromFd, socketFd } from './original-dst.js'
 export { loadNative } from './native.js'
+export { listenInNetns, removeNetns } from './netns-sockets.js'
+export type { NetnsSocketSpec } from './netns-sockets.js'
 export type * from './types.js'

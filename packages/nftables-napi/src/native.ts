@@ -52,11 +52,24 @@ export interface NativeOriginalDstError {
 
 export type NativeOriginalDst = NativeOriginalDstOk | NativeOriginalDstError
 
+/** One socket for `listenInNetns`. */
+export interface NativeSocketSpec {
+  tcp: boolean
+  family: 4 | 6
+  address: string
+  port: number
+  backlog?: number
+}
+
+export type NativeListenResult = { fds: number[] } | { failedAt: string; error: string; errno?: number }
+
 /** The addon's exports (src/native/nft.cc). */
 export interface NativeNft {
   run(commands: string, request: NativeRunRequest): NativeRunResult
   runAsync(commands: string, request: NativeRunRequest): Promise<NativeRunResult>
   originalDst(fd: number): NativeOriginalDst
+  listenInNetns(netns: string, specs: NativeSocketSpec[]): NativeListenResult
+  removeNetns(path: string): { errno?: number; syscall?: string; error?: string }
 }
 
 /** The package root (the directory with binding.gyp), from src/ or dist/ alike. */

@@ -5,6 +5,7 @@
  */
 import net from 'node:net'
 import { Reason } from '@keel/core'
+import { BulkReader } from './bulk-read.js'
 
 /** How a socket is opened; injected so tests can simulate timeouts. Defaults to `net.connect`. */
 export type Connect = (options: net.TcpNetConnectOpts) => net.Socket
@@ -85,7 +86,11 @@ function dialOne(address: string, port: number, options: DialOptions): Promise<O
     options.signal?.addEventListener('abort', onAbort, { once: true })
     try {
       // allowHalfOpen: a FIN from the upstream must not end our write side (see splice.ts).
-      socket = connect({ host: address, port, allowHalfOpen: true, noDelay: true })
+      // With the default connect, the socket reads in large chunks (bulk-read.ts); an
+      // injected connect (tests) gets plain options and gives a 'data' socket.
+      const reader = options.connect === undefined ? new BulkReader() : undefined
+      socket = connect({ host: address, port, allowHalfOpen: true, noDelay: true, ...(reader ? { onread: reader.onread } : {}) })
+      reader?.bind(socket)
     } catch (e) {
       finish({ ok: false, timedOut: false, aborted: false, error: e instanceof Error ? e.message : String(e) })
       return

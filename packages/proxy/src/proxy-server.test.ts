@@ -388,7 +388,7 @@ describe('hostile agents', () => {
     const r = await exchange(w.port, ['GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n'])
     expect(r.error).toBe('ECONNRESET')
     const [e] = await w.waitEvents(1)
-    expect(e).toMatchObject({ verdict: 'deny', reason: Reason.CONNECTION_LIMIT, address: SYNTH(1), port: up.port })
+    expect(e).toMatchObject({ verdict: 'deny', reason: Reason.CONNECTION_LIMIT, name: 'allowed.test', address: SYNTH(1), port: up.port })
     expect(w.proxy.stats().active).toBe(2)
     // Freeing a slot lets the next one in.
     held[0]!.destroy()

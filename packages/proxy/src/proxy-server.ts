@@ -226,6 +226,9 @@ export function createProxy(options: ProxyOptions): Proxy {
       const dst = options.originalDestination(socket)
       event.address = dst.address
       event.port = dst.port
+      // Name the destination as every other record for it does (the report groups by name).
+      const name = options.bindings.isSynthetic(dst.address) ? options.bindings.nameFor(dst.address) : undefined
+      if (name !== undefined) event.name = name
     } catch {
       // the record is still worth having without it
     }

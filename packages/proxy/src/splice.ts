@@ -14,6 +14,7 @@
  * first protocols) while it is still checking what the agent sends.
  */
 import type { Socket } from 'node:net'
+import { bulkReaderOf } from './bulk-read.js'
 
 export interface SpliceResult {
   /** Bytes agent → upstream, including the replayed head. */
@@ -89,9 +90,13 @@ export function createSplice(agent: Socket, upstream: Socket, options: SpliceOpt
   // A side that died before the splice was set up would never emit 'close' to us.
   if (agent.destroyed || upstream.destroyed) destroyBoth()
 
-  const touch = (): void => {
-    lastActivity = performance.now()
-  }
+  // Only an idle timeout needs the time of the last byte (not a clock read per chunk otherwise).
+  const touch =
+    options.idleTimeoutMs !== undefined && options.idleTimeoutMs > 0
+      ? (): void => {
+          lastActivity = performance.now()
+        }
+      : (): void => {}
   if (options.idleTimeoutMs !== undefined && options.idleTimeoutMs > 0) {
     const idle = options.idleTimeoutMs
     const arm = (delay: number): void => {
@@ -106,11 +111,22 @@ export function createSplice(agent: Socket, upstream: Socket, options: SpliceOpt
   }
 
   const pump = (src: Socket, dst: Socket, count: (n: number) => void): void => {
-    src.on('data', (chunk: Buffer) => {
+    const forward = (chunk: Buffer): boolean => {
       count(chunk.length)
       touch()
-      if (!dst.write(chunk)) src.pause()
-    })
+      return dst.write(chunk)
+    }
+    // An upstream socket that reads into its own large buffers (bulk-read.ts) has no
+    // 'data' events; it pauses itself when forward() says the destination is full.
+    const reader = bulkReaderOf(src)
+    let full = false
+    if (reader === undefined) {
+      src.on('data', (chunk: Buffer) => {
+        if (!forward(chunk)) src.pause()
+      })
+    } else {
+      full = !reader.take(forward, () => dst.writableLength === 0)
+    }
     dst.on('drain', () => src.resume())
     const onEnd = (): void => {
       if (!dst.destroyed) dst.end()
@@ -118,7 +134,8 @@ export function createSplice(agent: Socket, upstream: Socket, options: SpliceOpt
     if (src.readableEnded) onEnd()
     else {
       src.once('end', onEnd)
-      src.resume()
+      // A destination already full from held chunks: 'drain' resumes.
+      if (!full) src.resume()
     }
   }
 

@@ -23,7 +23,7 @@
  * Secrets: the variables that hold the dispatcher's keys, and any variable whose value
  * contains one, are removed from the agent's environment. The real key lives only in keel.
  */
-import { closeSync, constants, fstatSync, openSync, readSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, constants, fstatSync, openSync, readSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { KeelError, NOOP_LOGGER, type AgentIdentity, type CompiledPolicy, type Logger } from '@keel/core'
@@ -130,7 +130,7 @@ export interface DispatcherMountOptions {
   sandboxId: string
   /** Budget/audit project for the sandbox's calls; the dispatcher config's default when absent. */
   project?: string
-  /** Directory for the CA and bundle files: the sandbox's state directory (0755, removed at teardown). */
+  /** Directory for the CA and bundle files: the sandbox's state directory (made 0755; removed at teardown). */
   dir: string
   /** The agent's environment before the mount. */
   env: NodeJS.ProcessEnv
@@ -166,8 +166,10 @@ export async function createDispatcherMount(options: DispatcherMountOptions): Pr
   // Issue the exact names' leaves now, not on the agent's first connection.
   for (const p of routes.patterns) if (!p.startsWith('*')) ca.leafFor(p)
 
+  // The agent (often not root) must read these whatever root's umask is.
+  chmodSync(options.dir, 0o755)
   const caPath = join(options.dir, 'keel-ca.pem')
-  writeFileSync(caPath, ca.certPem, { mode: 0o644 })
+  writePublic(caPath, ca.certPem)
   const trust = writeTrustBundles({
     dir: options.dir,
     caPem: ca.certPem,
@@ -206,6 +208,12 @@ export function scrubSecrets(env: NodeJS.ProcessEnv, dispatcher: Pick<SandboxDis
   return out
 }
 
+/** Writes a file the agent reads: 0644 exactly (chmod, because `mode` is subject to the umask). */
+function writePublic(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o644 })
+  chmodSync(path, 0o644)
+}
+
 function findSystemBundle(): string | null {
   for (const path of SYSTEM_CA_BUNDLES) if (readCertificates(path).ok) return path
   return null
@@ -238,7 +246,7 @@ function writeTrustBundles(args: TrustBundleArgs): { env: Record<string, string>
       else warnings.push(`could not read the trust file ${base} (${read.error}); the agent's bundle holds keel's CA only`)
     }
     const path = join(args.dir, bundles.size === 0 ? 'ca-bundle.pem' : `ca-bundle-${bundles.size}.pem`)
-    writeFileSync(path, [...certs, args.caPem.trim()].join('\n') + '\n', { mode: 0o644 })
+    writePublic(path, [...certs, args.caPem.trim()].join('\n') + '\n')
     bundles.set(key, path)
     return path
   }

@@ -1,13 +1,20 @@
 /**
- * Launcher side of the socket hand-off (see socket-child.ts): starts the child inside the
- * namespace and collects the six handles, or fails with the child's own error.
+ * keel's sockets inside the sandbox: the proxy's TCP servers and the resolver's UDP and
+ * TCP sockets, on 127.0.0.1 and ::1 of the sandbox's namespace, while the launcher stays
+ * in the host namespace (DESIGN.md, data path step 3).
+ *
+ * The addon makes them on a thread that enters the namespace (`listenInNetns`, the same
+ * mechanism as its nft calls) and hands back the fds, which are adopted here with
+ * `net.Server#listen({ fd })` and `dgram.Socket#bind({ fd })`. Accepted connections and
+ * datagrams belong to the sandbox; upstream dials come from the host. This replaces a
+ * helper process (`nsenter node socket-child.js`, passing handles over IPC): a whole Node
+ * start, ~40-100 ms of every `keel run` on a 2-core VM (bench/sandbox).
  */
-import { spawn } from 'node:child_process'
-import type { Socket as UdpSocket } from 'node:dgram'
-import type { Server } from 'node:net'
-import { fileURLToPath } from 'node:url'
+import { createSocket, type Socket as UdpSocket } from 'node:dgram'
+import { closeSync } from 'node:fs'
+import { createServer, type Server } from 'node:net'
 import { KeelError } from '@keel/core'
-import type { HandleKind, SocketChildConfig, SocketChildMessage } from './socket-child.js'
+import { listenInNetns, type NetnsSocketSpec } from '@keel/nftables-napi'
 
 export interface SandboxSockets {
   proxy: Server[]
@@ -15,46 +22,92 @@ export interface SandboxSockets {
   dnsUdp: UdpSocket[]
 }
 
-const CHILD = fileURLToPath(new URL('./socket-child.js', import.meta.url))
-const EXPECTED: readonly HandleKind[] = ['proxy4', 'proxy6', 'dnsTcp4', 'dnsTcp6', 'dnsUdp4', 'dnsUdp6']
+export interface SandboxSocketPorts {
+  proxyPort: number
+  dnsPort: number
+}
 
-export function receiveSandboxSockets(netnsPath: string, config: SocketChildConfig, timeoutMs = 10_000): Promise<SandboxSockets> {
+/**
+ * A deep backlog: a burst of agent connections must queue, not be refused, while the
+ * launcher is busy (the per-sandbox connection limit is enforced by the proxy).
+ */
+const BACKLOG = 4096
+
+function adoptServer(fd: number): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${netnsPath}`, '--', process.execPath, CHILD, JSON.stringify(config)], {
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-    })
-    const got = new Map<HandleKind, Server | UdpSocket>()
-    let stderr = ''
-    let settled = false
-    const fail = (message: string) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      for (const h of got.values()) h.close()
-      if (child.exitCode === null) child.kill('SIGKILL')
-      reject(new KeelError('ERR_INTERNAL', `could not create keel's sockets in the sandbox: ${message}`))
-    }
-    const timer = setTimeout(() => fail(`no answer from the socket helper in ${timeoutMs} ms`), timeoutMs)
-    child.stderr?.on('data', (chunk: Buffer) => {
-      if (stderr.length < 4096) stderr += chunk.toString()
-    })
-    child.on('error', (err) => fail(err.message))
-    child.on('message', (message: SocketChildMessage, handle?: Server | UdpSocket) => {
-      if (message.kind === 'error') return fail(message.message)
-      if (!handle) return fail(`handle ${message.handle} arrived without a socket`)
-      got.set(message.handle, handle)
-      if (EXPECTED.every((k) => got.has(k)) && !settled) {
-        settled = true
-        clearTimeout(timer)
-        resolve({
-          proxy: [got.get('proxy4') as Server, got.get('proxy6') as Server],
-          dnsTcp: [got.get('dnsTcp4') as Server, got.get('dnsTcp6') as Server],
-          dnsUdp: [got.get('dnsUdp4') as UdpSocket, got.get('dnsUdp6') as UdpSocket],
-        })
-      }
-    })
-    child.on('exit', (code, signal) => {
-      if (!settled) fail(`socket helper exited (${signal ?? code}) before handing over all sockets${stderr ? `: ${stderr.trim()}` : ''}`)
+    const server = createServer()
+    server.once('error', reject)
+    server.listen({ fd, backlog: BACKLOG }, () => {
+      server.off('error', reject)
+      resolve(server)
     })
   })
+}
+
+function adoptUdp(fd: number, type: 'udp4' | 'udp6'): Promise<UdpSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket({ type })
+    socket.once('error', reject)
+    socket.bind({ fd }, () => {
+      socket.off('error', reject)
+      resolve(socket)
+    })
+  })
+}
+
+/**
+ * Makes the six sockets inside `netnsPath` and adopts them. All or nothing: on failure
+ * nothing stays open. `_timeoutMs` is kept for callers of the former child-process
+ * hand-off; the sockets are made synchronously now.
+ * @throws KeelError `ERR_INTERNAL` naming the socket that could not be made.
+ */
+export async function receiveSandboxSockets(netnsPath: string, config: SandboxSocketPorts, _timeoutMs?: number): Promise<SandboxSockets> {
+  const specs: NetnsSocketSpec[] = [
+    { protocol: 'tcp', address: '127.0.0.1', port: config.proxyPort, backlog: BACKLOG },
+    { protocol: 'tcp', address: '::1', port: config.proxyPort, backlog: BACKLOG },
+    { protocol: 'tcp', address: '127.0.0.1', port: config.dnsPort, backlog: BACKLOG },
+    { protocol: 'tcp', address: '::1', port: config.dnsPort, backlog: BACKLOG },
+    { protocol: 'udp', address: '127.0.0.1', port: config.dnsPort },
+    { protocol: 'udp', address: '::1', port: config.dnsPort },
+  ]
+  let fds: number[]
+  try {
+    fds = listenInNetns(netnsPath, specs)
+  } catch (err) {
+    throw new KeelError('ERR_INTERNAL', `could not create keel's sockets in the sandbox: ${(err as Error).message}`, { cause: err })
+  }
+  const [proxy4, proxy6, dnsTcp4, dnsTcp6, dnsUdp4, dnsUdp6] = fds as [number, number, number, number, number, number]
+  const adopted = await Promise.allSettled([
+    adoptServer(proxy4),
+    adoptServer(proxy6),
+    adoptServer(dnsTcp4),
+    adoptServer(dnsTcp6),
+    adoptUdp(dnsUdp4, 'udp4'),
+    adoptUdp(dnsUdp6, 'udp6'),
+  ])
+  const failed = adopted.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+  if (failed) {
+    for (const [i, r] of adopted.entries()) {
+      if (r.status === 'fulfilled') r.value.close()
+      else closeFd(fds[i]!)
+    }
+    throw new KeelError('ERR_INTERNAL', `could not adopt keel's sockets in the sandbox: ${(failed.reason as Error).message}`, {
+      cause: failed.reason,
+    })
+  }
+  const [p4, p6, t4, t6, u4, u6] = adopted.map((r) => (r as PromiseFulfilledResult<Server | UdpSocket>).value)
+  return {
+    proxy: [p4 as Server, p6 as Server],
+    dnsTcp: [t4 as Server, t6 as Server],
+    dnsUdp: [u4 as UdpSocket, u6 as UdpSocket],
+  }
+}
+
+function closeFd(fd: number): void {
+  try {
+    // An fd Node did not take over (its adoption failed): close it ourselves.
+    closeSync(fd)
+  } catch {
+    // already closed
+  }
 }

@@ -7,7 +7,6 @@
  * removed after it is gone, so a namespace never exists without a state naming it.
  */
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
 import type { Writable } from 'node:stream'
 import { KeelError, type AgentIdentity, type CompiledPolicy, type DecisionSink, type Logger, NOOP_LOGGER } from '@keel/core'
 import { createDnsServer, SyntheticPool, UpstreamResolver, type DnsServer } from '@keel/dns'
@@ -22,6 +21,7 @@ import { formatExitTable, ReportCollector, type Report } from './report.js'
 import { buildRuleset, listTableRequest, parseRejections } from './ruleset.js'
 import { checkDispatcherHosts, createDispatcherMount, dispatcherRoutes, type DispatcherMount, type SandboxDispatcher } from './dispatcher-mount.js'
 import { processStartTime, removeStateDir, STATE_ROOT, writeState } from './state.js'
+import { closeQuietly, invokingUser, openOutputFile, writeAll } from './output-file.js'
 
 /** keel's own ports inside the namespace (each namespace has its own port space). */
 export const SANDBOX_PROXY_PORT = 15001
@@ -116,10 +116,23 @@ export async function runSandbox(options: SandboxOptions): Promise<SandboxResult
     )
   }
 
+  // Files written for the user are opened now, before the agent runs, with the invoking
+  // user's permissions and without following links (see output-file.ts for the attack).
+  const fileOwner = invokingUser(options.env ?? process.env)
+  const owner = fileOwner ? { owner: fileOwner } : {}
+  const reportFd = options.reportPath ? openOutputFile(options.reportPath, { append: false, what: 'the report', ...owner }) : undefined
   let flowLog: FlowLog | undefined
   if (options.logPath) {
+    let logFd: number
+    try {
+      logFd = openOutputFile(options.logPath, { append: true, what: 'the flow log', mode: 0o600, ...owner })
+    } catch (err) {
+      closeQuietly(reportFd)
+      throw err
+    }
     flowLog = openFlowLog({
       path: options.logPath,
+      fd: logFd,
       onError: (err) => stderr.write(`keel: the flow log ${options.logPath} failed (${err.message}); the sandbox goes on without it\n`),
     })
   }
@@ -230,7 +243,7 @@ export async function runSandbox(options: SandboxOptions): Promise<SandboxResult
     if (options.reportPath) {
       // A full disk (or a bad path) must not turn the agent's exit code into keel's internal error.
       try {
-        writeFileSync(options.reportPath, JSON.stringify(report, null, 2) + '\n')
+        writeAll(reportFd!, JSON.stringify(report, null, 2) + '\n')
       } catch (err) {
         stderr.write(`keel: could not write the report ${options.reportPath} (${(err as Error).message}); the agent's exit code stands\n`)
       }
@@ -258,6 +271,7 @@ export async function runSandbox(options: SandboxOptions): Promise<SandboxResult
       for (const s of sockets.dnsUdp) s.close()
     }
     await flowLog?.close()
+    closeQuietly(reportFd)
     await deleteNetns(netnsName).catch((err: Error) => stderr.write(`keel: teardown: ${err.message} (run keel gc)\n`))
     removeStateDir(stateDir)
   }

@@ -8,6 +8,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs'
 import { KeelError } from '@keel/core'
+import { removeNetns } from '@keel/nftables-napi'
 import { run } from './exec.js'
 
 export const NETNS_DIR = '/run/netns'
@@ -25,6 +26,9 @@ export function isKeelNetnsName(name: string): boolean {
   return name.startsWith(NETNS_PREFIX) && /^[a-z0-9-]{1,64}$/.test(name)
 }
 
+/** `ip -batch` lines run inside a new namespace: lo up, then the AnyIP routes. */
+export const NETNS_SETUP_BATCH = ['link set lo up', 'route add local 0.0.0.0/0 dev lo', 'route add local ::/0 dev lo', ''].join('\n')
+
 /** Creates the namespace with lo up and the AnyIP routes; removes it again if any step fails. */
 export async function createNetns(name: string): Promise<Netns> {
   if (!isKeelNetnsName(name)) throw new KeelError('ERR_INTERNAL', `not a keel namespace name: ${name}`)
@@ -38,9 +42,10 @@ export async function createNetns(name: string): Promise<Netns> {
     )
   }
   try {
-    await run('ip', ['-n', name, 'link', 'set', 'lo', 'up'])
-    await run('ip', ['-n', name, 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo'])
-    await run('ip', ['-n', name, '-6', 'route', 'add', 'local', '::/0', 'dev', 'lo'])
+    // One `ip` for the three steps (a batch stops at the first failing line, with a
+    // non-zero exit): each process start costs several ms of every `keel run`. The
+    // family of the last route comes from its prefix (::/0 is IPv6).
+    await run('ip', ['-n', name, '-batch', '-'], 10_000, NETNS_SETUP_BATCH)
   } catch (err) {
     await deleteNetns(name).catch(() => {})
     throw new KeelError('ERR_INTERNAL', `could not set up network namespace ${name}: ${(err as Error).message}`, { cause: err })
@@ -48,11 +53,15 @@ export async function createNetns(name: string): Promise<Netns> {
   return { name, path: netnsPath(name) }
 }
 
-/** Deletes a keel namespace; a missing one is not an error (teardown is idempotent). */
+/**
+ * Deletes a keel namespace, as `ip netns delete` does (detach the mount, unlink the file;
+ * in-process through @keel/nftables-napi, without starting `ip`). A missing one is not an
+ * error (teardown is idempotent).
+ */
 export async function deleteNetns(name: string): Promise<void> {
   if (!isKeelNetnsName(name)) throw new KeelError('ERR_INTERNAL', `refusing to delete non-keel namespace ${name}`)
   if (!existsSync(netnsPath(name))) return
-  await run('ip', ['netns', 'delete', name])
+  removeNetns(netnsPath(name))
 }
 
 /** Names of keel namespaces that exist now. */

@@ -23,11 +23,21 @@ export interface FlowLog {
 
 export interface FlowLogOptions {
   path: string
+  /**
+   * An already-open descriptor to write to instead of opening `path` (which then only
+   * names the log in messages). keel run opens it itself, before the agent starts, so
+   * the agent cannot swap the path for a link (packages/sandbox output-file.ts).
+   */
+  fd?: number
   onError?: (err: Error) => void
 }
 
 export function openFlowLog(options: FlowLogOptions): FlowLog {
-  const stream: WriteStream = createWriteStream(options.path, { flags: 'a', mode: 0o600 })
+  const stream: WriteStream = createWriteStream(options.path, {
+    flags: 'a',
+    mode: 0o600,
+    ...(options.fd === undefined ? {} : { fd: options.fd }),
+  })
   let written = 0
   let error: Error | undefined
   stream.on('error', (err) => {

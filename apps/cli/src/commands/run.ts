@@ -3,7 +3,7 @@ import { collectGarbage, dispatcherRoutes, EXIT_DENIED, findExecutable, resolveR
 import { KeelError, type CompiledPolicy } from '@keel/core'
 import { defaultAuditDir } from '@keel/audit'
 import { collect, loadPolicyOrReport, parseLabels } from '../policy-files.js'
-import { openRunDispatcher, type RunDispatcher } from './run-dispatcher.js'
+import type { RunDispatcher } from './run-dispatcher.js'
 
 const RUN_HELP = `
 Runs <command> in a network namespace where it reaches only what the policy allows.
@@ -60,6 +60,13 @@ async function run(commandLine: string[], options: RunOptions): Promise<void> {
   const [command, ...args] = commandLine
   if (command === undefined) throw new KeelError('ERR_USAGE', 'no command given: keel run --policy <file> -- <command> [args...]')
   if (options.policy.length === 0) throw new KeelError('ERR_USAGE', 'keel run needs --policy <file> (repeatable)')
+  // The user lookup (`getent`, a process start) runs while the policy loads; its error,
+  // if any, is reported where it was before, after the checks above and below.
+  const runAsLookup = resolveRunAs({
+    ...(options.user !== undefined ? { user: options.user } : {}),
+    ...(options.asRoot ? { asRoot: true } : {}),
+  })
+  runAsLookup.catch(() => {})
   const policy = await loadPolicyOrReport(options.policy)
   if (!policy) return
   if (!findExecutable(command)) {
@@ -69,15 +76,14 @@ async function run(commandLine: string[], options: RunOptions): Promise<void> {
     throw new KeelError('ERR_NOT_ROOT', 'keel run needs root to create the network namespace and its firewall: run it with sudo')
   }
   const agent = pickAgent(policy, options)
-  const runAs = await resolveRunAs({
-    ...(options.user !== undefined ? { user: options.user } : {}),
-    ...(options.asRoot ? { asRoot: true } : {}),
-  })
+  const runAs = await runAsLookup
   let dispatcher: RunDispatcher | undefined
   if (options.dispatcherConfig !== undefined) {
     if (dispatcherRoutes(policy).routes.length === 0) {
       process.stderr.write(`keel: --dispatcher-config: the policy routes nothing via: dispatcher, so the dispatcher is not started\n`)
     } else {
+      // Loaded only here: the dispatcher, Hono and the audit log are startup cost for every other run.
+      const { openRunDispatcher } = await import('./run-dispatcher.js')
       dispatcher = await openRunDispatcher({ configPath: options.dispatcherConfig, policy, auditDir: options.auditDir ?? defaultAuditDir() })
     }
   }

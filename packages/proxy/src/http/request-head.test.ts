@@ -87,6 +87,27 @@ describe('parseRequestHead', () => {
     for (let n = 0; n < full.length; n++) expect(parseRequestHead(full.subarray(0, n)).kind, `at ${n}`).toBe('incomplete')
   })
 
+  it('gives every prefix that is not incomplete the same answer as the whole (what the peek relies on)', () => {
+    // Regression (test/fuzz): an unknown method whose first line holds a control byte was
+    // "not-http" until its LF arrived, then HTTP. Sent in two writes it passed as opaque.
+    const inputs = [
+      'PRH * HTTP/2.0\r\x00\r\nHost: evil.test\r\n\r\n',
+      'FROB / HTTP/1.1\x01\r\nHost: evil.test\r\n\r\n',
+      'FROB /\x00 HTTP/1.1\r\nHost: evil.test\r\n\r\n',
+      'GET /\x00 HTTP/1.1\r\nHost: evil.test\r\n\r\n',
+      'FROB / HTTP/1.1\r\nHost: evil.test\r\n\r\n',
+    ]
+    for (const input of inputs) {
+      const whole = parseRequestHead(b(input)).kind
+      for (let n = 0; n < input.length; n++) {
+        const kind = parseRequestHead(b(input.slice(0, n))).kind
+        if (kind !== 'incomplete') expect(kind, `${JSON.stringify(input)} cut at ${n}`).toBe(whole)
+      }
+    }
+    expect(parseRequestHead(b(inputs[0]!)).kind).toBe('not-http')
+    expect(parseRequestHead(b(inputs[3]!)).kind).toBe('malformed')
+  })
+
   it('never throws on arbitrary input (fuzz)', () => {
     const kinds = new Set(['incomplete', 'not-http', 'malformed', 'oversize', 'request'])
     fc.assert(

@@ -114,6 +114,11 @@ function parse(buf: Buffer, maxHeadBytes: number): RequestHeadResult {
   if (lf >= lineEndLimit) {
     return known ? { kind: 'malformed', detail: 'request line too long', status: 414 } : { kind: 'not-http' }
   }
+  // The same rule as before the LF arrived: the proxy's peek stops at the first answer
+  // that is not "incomplete", so an answer must not change as more bytes come in.
+  // Otherwise a client could send the line in two writes and be classified "opaque"
+  // where one write would have been checked as HTTP (found by test/fuzz).
+  if (!known && hasNonLineByte(buf, i, lf)) return { kind: 'not-http' }
   const lineEnd = lf > 0 && buf[lf - 1] === CR ? lf - 1 : lf
   const line = buf.toString('latin1', start, lineEnd)
   const words = line.split(/[ \t]+/).filter((w) => w.length > 0)

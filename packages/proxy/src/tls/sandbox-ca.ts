@@ -32,10 +32,17 @@ import {
 } from 'node:crypto'
 import { isIP } from 'node:net'
 import { promisify } from 'node:util'
-import forge from 'node-forge'
+import type forgeTypes from 'node-forge'
 import { KeelError, normalizeHostname } from '@keel/core'
 
 const generateKeyPairAsync = promisify(generateKeyPair)
+
+/**
+ * node-forge, loaded by the first CA made: only sandboxes with `via: dispatcher` routes
+ * need it, and loading it is ~20-50 ms of every `keel run` start otherwise (bench/sandbox).
+ * Everything below that uses it runs after buildSandboxCa has set it.
+ */
+let forge: typeof forgeTypes
 
 export const DEFAULT_CA_VALIDITY_MS = 7 * 24 * 3600_000
 export const DEFAULT_LEAF_VALIDITY_MS = 24 * 3600_000
@@ -115,6 +122,7 @@ export async function buildSandboxCa(
   const validityMs = options.validityMs ?? DEFAULT_CA_VALIDITY_MS
   const leafValidityMs = options.leafValidityMs ?? DEFAULT_LEAF_VALIDITY_MS
   if (!(validityMs > 0) || !(leafValidityMs > 0)) throw new KeelError('ERR_USAGE', 'certificate validity must be positive')
+  forge ??= (await import('node-forge')).default
 
   const caKeys = await generateKeyPairAsync('rsa', {
     modulusLength: RSA_BITS,
@@ -150,7 +158,7 @@ export async function buildSandboxCa(
 
   // One leaf key for every name of this sandbox: the leaves share one trust domain (this
   // process), and a key per name would cost a keygen on each first connection.
-  let leafKeys: { privatePem: string; publicKey: forge.pki.PublicKey } | undefined
+  let leafKeys: { privatePem: string; publicKey: forgeTypes.pki.PublicKey } | undefined
   const leafKey = () => {
     if (leafKeys === undefined) {
       const k = generateKeyPairSync('rsa', {
@@ -239,7 +247,7 @@ function constraintNames(input: readonly string[]): string[] {
  * dNSName is GeneralName [2] IA5String and iPAddress [7] OCTET STRING (address ‖ mask), both IMPLICIT.
  * node-forge parses this extension but cannot build it, so it is built here with forge.asn1.
  */
-function nameConstraintsValue(names: readonly string[]): forge.asn1.Asn1 {
+function nameConstraintsValue(names: readonly string[]): forgeTypes.asn1.Asn1 {
   const { asn1 } = forge
   const subtree = (tag: number, bytes: string) =>
     asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [asn1.create(asn1.Class.CONTEXT_SPECIFIC, tag, false, bytes)])
@@ -259,13 +267,13 @@ function nameConstraintsValue(names: readonly string[]): forge.asn1.Asn1 {
  * `key.sign(md)` with the SHA-256 state of the TBSCertificate and expects the RSASSA-PKCS1-v1_5
  * signature as a binary string: that is `privateEncrypt` (type-1 padding) of the DigestInfo.
  */
-function nodeSigner(key: KeyObject): forge.pki.rsa.PrivateKey {
-  const sign = (md: forge.md.MessageDigest): string => {
+function nodeSigner(key: KeyObject): forgeTypes.pki.rsa.PrivateKey {
+  const sign = (md: forgeTypes.md.MessageDigest): string => {
     const digest = Buffer.from(md.digest().getBytes(), 'binary')
     const signature = privateEncrypt({ key, padding: constants.RSA_PKCS1_PADDING }, Buffer.concat([SHA256_DIGEST_INFO, digest]))
     return signature.toString('binary')
   }
-  return { sign } as unknown as forge.pki.rsa.PrivateKey
+  return { sign } as unknown as forgeTypes.pki.rsa.PrivateKey
 }
 
 /** 16 random bytes, top bit clear so the DER INTEGER stays positive (RFC 5280 §4.1.2.2). */

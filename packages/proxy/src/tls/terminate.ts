@@ -22,8 +22,7 @@
 import type { Socket } from 'node:net'
 import { Duplex } from 'node:stream'
 import tls from 'node:tls'
-import type { Logger } from '@keel/core'
-import { NOOP_LOGGER } from '@keel/core'
+import { NOOP_LOGGER, type Logger } from '@keel/core'
 import type { DispatcherContext, DispatcherHook } from '../connection.js'
 import type { LeafCertificate } from './sandbox-ca.js'
 
