@@ -18,7 +18,7 @@ step "The exfiltration target, denied by a deny policy"
 curl -sS --max-time 5 http://evil.test/ || true
 
 step "A raw IP address chosen by the agent (only CIDR rules apply: none here)"
-curl -sS --max-time 5 http://203.0.113.10/ | head -3
+curl -sS --max-time 5 http://203.0.113.10/ | grep -E '^  (to|reason):'
 
 step "Lying about the name: connect to an allowed name, send SNI for another (curl --connect-to)"
 curl -sS --max-time 5 --cacert "$CA" --connect-to other.test:443:api.allowed.test:443 https://other.test/ || true

@@ -74,6 +74,14 @@ function loadBundle(manifest) {
   return module.exports
 }
 
+// `keel ... | head` closes the pipe early: that is the reader's choice, not an error.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+    throw err
+  })
+}
+
 const manifest = currentBundle()
 const { main } = manifest ? loadBundle(manifest) : await import('../dist/index.js')
 process.exitCode = await main(argv)
