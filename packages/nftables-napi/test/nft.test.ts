@@ -1,9 +1,9 @@
 import { existsSync, statSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { isKeelError } from '@keel/core'
 import { Nft, NftCommandError, listRuleset, objectsOf, type NftJsonDocument } from '../src/index.js'
-import { SKIP_REASON, cleanup, deleteNetns, execInNetns, makeNetns, threadNetns } from './helpers/netns.js'
+import { SKIP_REASON, deleteNetns, execInNetns, makeNetns, threadNetns, useNetnsPerTest } from './helpers/netns.js'
 
 const RULESET = `
 add table inet keel_t
@@ -44,26 +44,12 @@ function cliRuleset(ns: string): NftJsonDocument {
 }
 
 describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''}`, () => {
-  let ns: string
-  let callerNetns: string
-
-  beforeEach(() => {
-    callerNetns = threadNetns()
-    ns = makeNetns()
-  })
-  afterEach(async () => {
-    try {
-      // The calling thread must never have moved, whatever the test did.
-      expect(threadNetns()).toBe(callerNetns)
-    } finally {
-      await cleanup()
-    }
-  })
-  afterAll(cleanup)
+  // The calling thread must never move namespace, whatever a test does (checked after each).
+  const ns = useNetnsPerTest()
 
   it('applies a ruleset with run() (netns by name) and lists it back as JSON', () => {
-    const nft = new Nft({ netns: ns })
-    expect(nft.netns).toBe(`/run/netns/${ns}`)
+    const nft = new Nft({ netns: ns() })
+    expect(nft.netns).toBe(`/run/netns/${ns()}`)
     expect(nft.run(RULESET)).toBe('')
 
     const doc = listRuleset(nft)
@@ -77,12 +63,12 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
 
     // Text listing too, and the real nft CLI sees the same thing in that namespace.
     expect(nft.run('list table inet keel_t')).toMatch(/chain out \{[^}]*ip daddr 192\.0\.2\.0\/24 counter packets 0 bytes 0 reject/s)
-    expect(objectsOf(cliRuleset(ns), 'rule')).toHaveLength(2)
-    expect(threadNetns()).toBe(callerNetns)
+    expect(objectsOf(cliRuleset(ns()), 'rule')).toHaveLength(2)
+    expect(threadNetns()).toBe(ns.callerNetns())
   })
 
   it('applies a ruleset with runJson() (netns by path)', () => {
-    const nft = new Nft({ netns: `/run/netns/${ns}` })
+    const nft = new Nft({ netns: `/run/netns/${ns()}` })
     expect(nft.runJson(JSON_RULESET)).toEqual({ nftables: [] })
 
     const doc = nft.runJson({ nftables: [{ list: { ruleset: null } }] })
@@ -94,11 +80,11 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
       { counter: { packets: 0, bytes: 0 } },
       { reject: { type: 'icmpx', expr: 'port-unreachable' } },
     ])
-    expect(objectsOf(cliRuleset(ns), 'table').map((t) => t.name)).toEqual(['keel_j'])
+    expect(objectsOf(cliRuleset(ns()), 'table').map((t) => t.name)).toEqual(['keel_j'])
   })
 
   it('merges the documents of several list commands into one', () => {
-    const nft = new Nft({ netns: ns })
+    const nft = new Nft({ netns: ns() })
     nft.run(RULESET)
     const doc = nft.runJson({ nftables: [{ list: { tables: null } }, { list: { chains: null } }] })
     expect(objectsOf(doc, 'table')).toHaveLength(1)
@@ -106,7 +92,7 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
   })
 
   it('a failing batch throws libnftables’ message and leaves the ruleset byte-identical', () => {
-    const nft = new Nft({ netns: ns })
+    const nft = new Nft({ netns: ns() })
     nft.run(RULESET)
     const beforeText = nft.run('list ruleset')
     const beforeJson = JSON.stringify(listRuleset(nft))
@@ -129,15 +115,15 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
     expect(e.nftError).toContain('add rule inet keel_t nochain counter accept\n')
     expect(e.nftError).toMatch(/\n {21}\^{7}\n/)
     expect(e.message).toContain(e.nftError.trim())
-    expect(e.netns).toBe(`/run/netns/${ns}`)
+    expect(e.netns).toBe(`/run/netns/${ns()}`)
 
     expect(nft.run('list ruleset')).toBe(beforeText)
     expect(JSON.stringify(listRuleset(nft))).toBe(beforeJson)
-    expect(execInNetns(ns, 'nft', ['list', 'ruleset'])).toBe(beforeText)
+    expect(execInNetns(ns(), 'nft', ['list', 'ruleset'])).toBe(beforeText)
   })
 
   it('a failing JSON batch throws and changes nothing', () => {
-    const nft = new Nft({ netns: ns })
+    const nft = new Nft({ netns: ns() })
     nft.runJson(JSON_RULESET)
     const before = nft.run('list ruleset')
     const bad = {
@@ -156,13 +142,13 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
   })
 
   it('a syntax error carries the line and the caret markers', () => {
-    const nft = new Nft({ netns: ns })
+    const nft = new Nft({ netns: ns() })
     expect(() => nft.run('add table inet t\nadd chian inet t c\n')).toThrow(/syntax error[\s\S]*add chian inet t c[\s\S]*\^/)
     expect(nft.run('list ruleset')).toBe('')
   })
 
   it('dryRun checks a batch without committing it', () => {
-    const nft = new Nft({ netns: ns })
+    const nft = new Nft({ netns: ns() })
     expect(nft.run(RULESET, { dryRun: true })).toBe('')
     expect(nft.runJson(JSON_RULESET, { dryRun: true })).toEqual({ nftables: [] })
     expect(nft.run('list ruleset')).toBe('')
@@ -170,10 +156,10 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
 
   it('never moves the calling thread, runs in the namespace, and leaves the host alone', async () => {
     const before = threadNetns()
-    const nsInode = statSync(`/run/netns/${ns}`).ino
+    const nsInode = statSync(`/run/netns/${ns()}`).ino
     expect(before).not.toBe(`net:[${nsInode}]`)
 
-    const nft = new Nft({ netns: ns })
+    const nft = new Nft({ netns: ns() })
     for (let i = 0; i < 5; i++) nft.run(`add table inet t${i}`)
     expect(threadNetns()).toBe(before)
 
@@ -191,7 +177,7 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
     // The tables are in the test namespace, as the real nft CLI sees it. Nothing ran
     // anywhere else: no call is made without the netns option, so the host's ruleset is
     // never read or written by this suite.
-    expect(objectsOf(cliRuleset(ns), 'table')).toHaveLength(8)
+    expect(objectsOf(cliRuleset(ns()), 'table')).toHaveLength(8)
   })
 
   it('without a netns option runs in the caller’s own namespace (checked from a child inside one)', () => {
@@ -203,9 +189,9 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
       nft.run('add table inet from_child')
       console.log(JSON.stringify(objectsOf(listRuleset(nft), 'table').map((t) => t.name)))
     `
-    const out = execInNetns(ns, process.execPath, ['--input-type=module', '-e', script])
+    const out = execInNetns(ns(), process.execPath, ['--input-type=module', '-e', script])
     expect(JSON.parse(out)).toEqual(['from_child'])
-    expect(objectsOf(listRuleset(new Nft({ netns: ns })), 'table').map((t) => t.name)).toEqual(['from_child'])
+    expect(objectsOf(listRuleset(new Nft({ netns: ns() })), 'table').map((t) => t.name)).toEqual(['from_child'])
   })
 
   it('reports a namespace that does not exist, or is gone, as ERR_NFT_UNAVAILABLE', () => {
@@ -223,7 +209,7 @@ describe.skipIf(SKIP_REASON !== undefined)(`Nft in a network namespace${SKIP_REA
   it('rejects malformed arguments with TypeError', () => {
     expect(() => new Nft({ netns: '' })).toThrow(TypeError)
     expect(() => new Nft({ netns: '..' })).toThrow(TypeError)
-    const nft = new Nft({ netns: ns })
+    const nft = new Nft({ netns: ns() })
     expect(() => nft.run(42 as unknown as string)).toThrow(TypeError)
     expect(() => nft.run('list ruleset\0')).toThrow(TypeError)
     expect(() => nft.runJson('{"nftables":[]}' as unknown as NftJsonDocument)).toThrow(TypeError)

@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { Nft, originalDestination, originalDestinationFromFd, type OriginalDestination } from '../src/index.js'
-import { SKIP_REASON, acceptFromNetns, cleanup, listenInNetns, makeNetns, threadNetns, withTimeout } from './helpers/netns.js'
+import { SKIP_REASON, acceptFromNetns, listenInNetns, useNetnsPerTest, withTimeout } from './helpers/netns.js'
 
 // TEST-NET-3 and the IPv6 documentation prefix: inside the AnyIP namespace they are
 // local addresses, so nothing leaves the machine even if the redirect did not match.
@@ -37,60 +37,46 @@ function errorOf(fn: () => unknown): Error & { code?: string } {
 }
 
 describe.skipIf(SKIP_REASON !== undefined)(`originalDestination${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''}`, () => {
-  let ns: string
-  let callerNetns: string
-
-  beforeEach(() => {
-    callerNetns = threadNetns()
-    ns = makeNetns()
-  })
-  afterEach(async () => {
-    try {
-      // The calling thread must never have moved, whatever the test did.
-      expect(threadNetns()).toBe(callerNetns)
-    } finally {
-      await cleanup()
-    }
-  })
-  afterAll(cleanup)
+  // The calling thread must never move namespace, whatever a test does (checked after each).
+  const ns = useNetnsPerTest()
 
   it('reads SO_ORIGINAL_DST of a redirected IPv4 connection', async () => {
-    const server = await listenInNetns(ns, '127.0.0.1')
-    redirectTo(new Nft({ netns: ns }), portOf(server))
-    const dst = await acceptFromNetns(ns, server, V4_TARGET, DIALED_PORT, originalDestination)
+    const server = await listenInNetns(ns(), '127.0.0.1')
+    redirectTo(new Nft({ netns: ns() }), portOf(server))
+    const dst = await acceptFromNetns(ns(), server, V4_TARGET, DIALED_PORT, originalDestination)
     expect(dst).toEqual<OriginalDestination>({ address: V4_TARGET, port: DIALED_PORT, family: 4 })
   })
 
   it('reads IP6T_SO_ORIGINAL_DST of a redirected IPv6 connection', async () => {
-    const server = await listenInNetns(ns, '::1', true)
-    redirectTo(new Nft({ netns: ns }), portOf(server))
-    const dst = await acceptFromNetns(ns, server, V6_TARGET, DIALED_PORT, originalDestination)
+    const server = await listenInNetns(ns(), '::1', true)
+    redirectTo(new Nft({ netns: ns() }), portOf(server))
+    const dst = await acceptFromNetns(ns(), server, V6_TARGET, DIALED_PORT, originalDestination)
     expect(dst).toEqual<OriginalDestination>({ address: V6_TARGET, port: DIALED_PORT, family: 6 })
   })
 
   it('handles both families on one dual-stack listener (IPv4 arrives v4-mapped)', async () => {
-    const server = await listenInNetns(ns, '::', false)
-    redirectTo(new Nft({ netns: ns }), portOf(server))
-    const v4 = await acceptFromNetns(ns, server, V4_TARGET, DIALED_PORT, (s) => ({
+    const server = await listenInNetns(ns(), '::', false)
+    redirectTo(new Nft({ netns: ns() }), portOf(server))
+    const v4 = await acceptFromNetns(ns(), server, V4_TARGET, DIALED_PORT, (s) => ({
       local: s.localAddress,
       dst: originalDestination(s),
     }))
     expect(v4.local).toBe('::ffff:127.0.0.1')
     expect(v4.dst).toEqual({ address: V4_TARGET, port: DIALED_PORT, family: 4 })
-    const v6 = await acceptFromNetns(ns, server, V6_TARGET, DIALED_PORT, originalDestination)
+    const v6 = await acceptFromNetns(ns(), server, V6_TARGET, DIALED_PORT, originalDestination)
     expect(v6).toEqual({ address: V6_TARGET, port: DIALED_PORT, family: 6 })
   })
 
   it('keeps each connection’s own destination', async () => {
-    const server = await listenInNetns(ns, '127.0.0.1')
+    const server = await listenInNetns(ns(), '127.0.0.1')
     const port = portOf(server)
-    new Nft({ netns: ns }).run(`
+    new Nft({ netns: ns() }).run(`
       add table inet t
       add chain inet t out { type nat hook output priority -100; }
       add rule inet t out meta nfproto ipv4 tcp dport { 443, 5432 } redirect to :${port}
     `)
-    const a = await acceptFromNetns(ns, server, '198.18.0.1', 443, originalDestination)
-    const b = await acceptFromNetns(ns, server, '10.20.0.5', 5432, originalDestination)
+    const a = await acceptFromNetns(ns(), server, '198.18.0.1', 443, originalDestination)
+    const b = await acceptFromNetns(ns(), server, '10.20.0.5', 5432, originalDestination)
     expect([a, b]).toEqual([
       { address: '198.18.0.1', port: 443, family: 4 },
       { address: '10.20.0.5', port: 5432, family: 4 },
@@ -100,22 +86,22 @@ describe.skipIf(SKIP_REASON !== undefined)(`originalDestination${SKIP_REASON ? `
   it('throws ERR_NO_ORIGINAL_DST for a direct (not redirected) connection inside the namespace', async () => {
     // conntrack is active here (the nat chain exists), but this connection was not
     // rewritten: its original destination is the listener itself.
-    const v4 = await listenInNetns(ns, '127.0.0.1')
-    const v6 = await listenInNetns(ns, '::1', true)
-    redirectTo(new Nft({ netns: ns }), portOf(v4), portOf(v6))
+    const v4 = await listenInNetns(ns(), '127.0.0.1')
+    const v6 = await listenInNetns(ns(), '::1', true)
+    redirectTo(new Nft({ netns: ns() }), portOf(v4), portOf(v6))
     for (const [server, host] of [
       [v4, '127.0.0.1'],
       [v6, '::1'],
     ] as const) {
-      const err = await acceptFromNetns(ns, server, host, portOf(server), (s) => errorOf(() => originalDestination(s)))
+      const err = await acceptFromNetns(ns(), server, host, portOf(server), (s) => errorOf(() => originalDestination(s)))
       expect(err).toMatchObject({ name: 'KeelError', code: 'ERR_NO_ORIGINAL_DST' })
       expect(err.message).toMatch(/not redirected by nat: its original destination .* is this socket itself/)
     }
   })
 
   it('throws ERR_NO_ORIGINAL_DST in a namespace without any nat ruleset (no conntrack entry)', async () => {
-    const server = await listenInNetns(ns, '127.0.0.1')
-    const err = await acceptFromNetns(ns, server, '127.0.0.1', portOf(server), (s) => errorOf(() => originalDestination(s)))
+    const server = await listenInNetns(ns(), '127.0.0.1')
+    const err = await acceptFromNetns(ns(), server, '127.0.0.1', portOf(server), (s) => errorOf(() => originalDestination(s)))
     expect(err).toMatchObject({ name: 'KeelError', code: 'ERR_NO_ORIGINAL_DST' })
     // Usually ENOENT (nothing asked for conntrack in this namespace); either way, not redirected.
     expect(err.message).toMatch(/not redirected by nat/)

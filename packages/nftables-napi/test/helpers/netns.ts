@@ -8,6 +8,7 @@
  * have only `lo` plus AnyIP routes, so every address is local and no packet can leave.
  * The host's routes, links and ruleset are never touched.
  */
+import { afterAll, afterEach, beforeEach, expect } from 'vitest'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync, readlinkSync } from 'node:fs'
@@ -180,4 +181,28 @@ export async function cleanup(): Promise<void> {
   }
   children.clear()
   for (const name of [...namespaces]) deleteNetns(name)
+}
+
+/**
+ * A fresh test namespace for each test of the calling `describe`, deleted afterwards even
+ * when the test fails; after each test, asserts the calling thread never changed namespace.
+ * Returns a getter for the current test's namespace name; `.callerNetns()` is the calling
+ * thread's namespace as it was before the test.
+ */
+export function useNetnsPerTest(): (() => string) & { callerNetns(): string } {
+  let ns = ''
+  let callerNetns = ''
+  beforeEach(() => {
+    callerNetns = threadNetns()
+    ns = makeNetns()
+  })
+  afterEach(async () => {
+    try {
+      expect(threadNetns()).toBe(callerNetns)
+    } finally {
+      await cleanup()
+    }
+  })
+  afterAll(cleanup)
+  return Object.assign(() => ns, { callerNetns: () => callerNetns })
 }
