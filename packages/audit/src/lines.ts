@@ -2,6 +2,7 @@
  * Reading a log file as exact line bytes: forward in large chunks (verify, export, show)
  * and backward from the end (the tail an append continues from).
  */
+import { fstatSync, readSync } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
 import { MAX_RECORD_BYTES, parseRecordLine, sha256Hex } from './format.js'
@@ -92,14 +93,14 @@ export type Tail =
   | { kind: 'malformed'; offset: number; length: number; problem: string; size: number }
 
 /** Finds the last newline strictly before `before`, reading backwards; -1 if none within `limit` bytes. */
-async function lastNewlineBefore(fh: FileHandle, before: number, limit: number): Promise<number> {
+function lastNewlineBefore(fd: number, before: number, limit: number): number {
   const step = 64 * 1024
   const buf = Buffer.allocUnsafe(step)
   let end = before
   const floor = Math.max(0, before - limit)
   while (end > floor) {
     const start = Math.max(floor, end - step)
-    const { bytesRead } = await fh.read(buf, 0, end - start, start)
+    const bytesRead = readSync(fd, buf, 0, end - start, start)
     const i = buf.subarray(0, bytesRead).lastIndexOf(NL)
     if (i !== -1) return start + i
     end = start
@@ -110,24 +111,27 @@ async function lastNewlineBefore(fh: FileHandle, before: number, limit: number):
 /**
  * Reads the last record of an open log (size from fstat), or says why there is none.
  * Line numbers in a torn tail are not known without a full scan, so `line` is 0 there.
+ * Every append reads the tail under the lock, so the reads are synchronous: a few short
+ * local syscalls, where each promise-API call costs a thread-pool round trip.
  */
 export async function readTail(fh: FileHandle): Promise<Tail> {
-  const size = (await fh.stat()).size
+  const fd = fh.fd
+  const size = fstatSync(fd).size
   if (size === 0) return { kind: 'empty' }
   const last = Buffer.alloc(1)
-  await fh.read(last, 0, 1, size - 1)
+  readSync(fd, last, 0, 1, size - 1)
   if (last[0] !== NL) {
-    const nl = await lastNewlineBefore(fh, size, Math.max(size, 0))
+    const nl = lastNewlineBefore(fd, size, Math.max(size, 0))
     const offset = nl + 1
     return { kind: 'torn', torn: { offset, length: size - offset, line: 0 }, size }
   }
-  const nl = await lastNewlineBefore(fh, size - 1, MAX_RECORD_BYTES + 1)
+  const nl = lastNewlineBefore(fd, size - 1, MAX_RECORD_BYTES + 1)
   const offset = nl + 1
   if (nl === -1 && size - 1 > MAX_RECORD_BYTES) {
     return { kind: 'malformed', offset: size - 1 - MAX_RECORD_BYTES, length: MAX_RECORD_BYTES, problem: 'last line is longer than the record limit', size }
   }
   const line = Buffer.alloc(size - 1 - offset)
-  await fh.read(line, 0, line.length, offset)
+  readSync(fd, line, 0, line.length, offset)
   const parsed = parseRecordLine(line)
   if (!parsed.ok) return { kind: 'malformed', offset, length: size - offset, problem: parsed.problem, size }
   return { kind: 'record', record: parsed.record, hash: sha256Hex(line), offset, size }

@@ -20,7 +20,8 @@
  * with {@link AuditTornTailError}. Nothing is dropped or merged silently:
  * {@link repairAuditLog} moves the torn bytes to `<log>.torn-<offset>` and truncates.
  */
-import { mkdir, open, stat, writeFile } from 'node:fs/promises'
+import { statSync } from 'node:fs'
+import { mkdir, open, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { KeelError } from '@keel/core'
@@ -108,6 +109,7 @@ class Writer {
   private running = false
   private fh: FileHandle | undefined
   private ino = -1
+  private dirReady = false
   /** The furthest head this writer has seen. A log never shrinks: a tail below it means truncation or replacement. */
   private seen: { seq: number; hash: string } | undefined
   refs = 0
@@ -193,7 +195,11 @@ class Writer {
   }
 
   private async locked<T>(fn: () => Promise<T>): Promise<T> {
-    await mkdir(this.dir, { recursive: true, mode: 0o750 })
+    // Once made, the directory stays (mkdir -p on every append was a thread-pool round trip).
+    if (!this.dirReady) {
+      await mkdir(this.dir, { recursive: true, mode: 0o750 })
+      this.dirReady = true
+    }
     const lock = await acquireFileLock(this.lockPath, { timeoutMs: this.lockTimeoutMs })
     try {
       return await fn()
@@ -206,7 +212,8 @@ class Writer {
   private async handle(create: boolean): Promise<FileHandle | undefined> {
     let st: { ino: number } | undefined
     try {
-      st = await stat(this.path)
+      // Synchronous: one local syscall, on every append (a replaced file must be noticed).
+      st = statSync(this.path)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
