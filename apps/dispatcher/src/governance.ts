@@ -5,7 +5,9 @@
  * hash-chained log in production). The event that admits a call upstream
  * (`dispatch.egress_bound`) is awaited and the call is denied if it cannot be written
  * (`audit_unavailable`): no unrecorded egress. Other events are written without holding the
- * response; a failed write is logged once per event.
+ * response, with deferred durability (written in order at once, synced with the next
+ * egress record or shortly after), so no call waits for the disk on another's behalf; a
+ * failed write is logged once per event.
  * {@link createMemoryGovernanceSink} serves tests.
  */
 import type { GovernanceEventInput, GovernanceSink, Logger } from '@keel/core'
@@ -62,7 +64,7 @@ export function redactHeaders(headers: Iterable<[string, string]>): Record<strin
 export interface Governance {
   /** Writes an event; rejects if the sink fails. */
   record(event: GovernanceEventInput): Promise<void>
-  /** Writes an event without waiting; failures are logged. */
+  /** Writes an event without waiting (deferred durability); failures are logged. */
   recordQuiet(event: GovernanceEventInput): void
 }
 
@@ -76,7 +78,7 @@ export function createGovernance(sink: GovernanceSink, logger: Logger, secrets: 
     recordQuiet(event) {
       let p: Promise<void>
       try {
-        p = sink.record(event)
+        p = sink.record(event, { durability: 'deferred' })
       } catch (err) {
         p = Promise.reject(err)
       }

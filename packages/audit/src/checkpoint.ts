@@ -12,12 +12,12 @@
 import { mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { KeelError } from '@keel/core'
-import type { GovernanceEventInput } from '@keel/core'
+import type { GovernanceEventInput, RecordOptions } from '@keel/core'
 import { assertProjectName, genesisHash, isHex64 } from './format.js'
 import type { AuditEventInput, ChainedRecord } from './format.js'
 import { keyFingerprint, signBytes, toPublicKey, verifyBytes } from './keys.js'
 import type { PrivateKeyInput, PublicKeyInput } from './keys.js'
-import type { AuditLog, ChainHead } from './log.js'
+import type { AppendOptions, AuditLog, ChainHead } from './log.js'
 import { requestTimestamp, verifyTimestampResponse } from './tsa.js'
 import type { TimestampRequestOptions } from './tsa.js'
 import { VerifyCode } from './codes.js'
@@ -403,8 +403,8 @@ export function withCheckpoints(log: AuditLog, options: CheckpointerOptions): Ch
       : undefined
   timer?.unref()
 
-  const append = async (input: AuditEventInput): Promise<ChainedRecord> => {
-    const rec = await log.append(input)
+  const append = async (input: AuditEventInput, opts?: AppendOptions): Promise<ChainedRecord> => {
+    const rec = await log.append(input, opts)
     if (every !== undefined && rec.seq % every === 0) schedule({ project: log.project, seq: rec.seq, hash: rec.hash })
     return rec
   }
@@ -416,8 +416,8 @@ export function withCheckpoints(log: AuditLog, options: CheckpointerOptions): Ch
     project: log.project,
     fsync: log.fsync,
     append,
-    async record(event: GovernanceEventInput) {
-      await append(event)
+    async record(event: GovernanceEventInput, opts?: RecordOptions) {
+      await append(event, opts)
     },
     head: () => log.head(),
     async checkpointNow() {

@@ -125,6 +125,23 @@ describe('lock file', () => {
     }
   })
 
+  it('removes the private lock file a dead process left behind, keeps a live one', async () => {
+    const { stdout } = await run(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'])
+    const dead = `${lockOf()}.${stdout}.${'a'.repeat(24)}`
+    await writeFile(dead, JSON.stringify({ pid: Number(stdout), host: hostname(), token: 'a'.repeat(24) }))
+    const sleeper = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20000)'], { stdio: 'ignore' })
+    try {
+      const live = `${lockOf()}.${sleeper.pid}.${'b'.repeat(24)}`
+      await writeFile(live, JSON.stringify({ pid: sleeper.pid, host: hostname(), token: 'b'.repeat(24) }))
+      const log = openAuditLog({ dir, project: 'p', lockTimeoutMs: 2000 })
+      await log.append({ event: 'e', reason: 'r', actor: 'a', subject: 's' })
+      await log.close()
+      expect((await readdir(dir)).sort()).toEqual(['p.jsonl', `p.jsonl.lock.${sleeper.pid}.${'b'.repeat(24)}`])
+    } finally {
+      sleeper.kill('SIGKILL')
+    }
+  })
+
   it('a holder on another host is never presumed dead', async () => {
     await writeFile(lockOf(), JSON.stringify({ pid: 1, host: `not-${hostname()}`, token: 'remote' }))
     const log = openAuditLog({ dir, project: 'p', lockTimeoutMs: 200 })

@@ -27,9 +27,9 @@ export {
   readAuditRecords,
   repairAuditLog,
 } from './log.js'
-export type { AuditLog, AuditLogOptions, AuditSink, AuditSinkOptions, ChainHead, FsyncPolicy, RepairResult } from './log.js'
-export { acquireFileLock } from './lock.js'
-export type { FileLock, FileLockOptions } from './lock.js'
+export type { AppendOptions, AuditLog, AuditLogOptions, AuditSink, AuditSinkOptions, ChainHead, FsyncPolicy, RepairResult } from './log.js'
+export { acquireFileLock, createFileLocker } from './lock.js'
+export type { FileLock, FileLocker, FileLockOptions } from './lock.js'
 export { scanLines } from './lines.js'
 export type { ScanResult, TornTail } from './lines.js'
 export {

@@ -1,10 +1,12 @@
 /**
  * A cross-process advisory lock made of a lock file, in pure Node (Node has no flock).
  *
- * Acquire: write `{pid, start, host, token}` to a private temp file, then `link()` it to
- * `<name>.lock`. link(2) is atomic and fails with EEXIST when the lock exists, so the
- * lock file never appears half-written. Release: unlink it, but only if it still holds
- * our token.
+ * Acquire: write `{pid, start, host, token}` to a private file `<name>.lock.<pid>.<token>`,
+ * then `link()` it to `<name>.lock`. link(2) is atomic and fails with EEXIST when the lock
+ * exists, so the lock file never appears half-written. Release: unlink it, but only if it
+ * is still our file (same inode). A {@link FileLocker} keeps its private file for its whole
+ * life, so taking and releasing the lock is three syscalls (link, lstat, unlink): a log
+ * writer takes it for every commit.
  *
  * A holder that died leaves its lock behind. A waiter steals it when the holder is on
  * this host and gone: `kill(pid, 0)` gives ESRCH, or `/proc/<pid>/stat` shows a
@@ -18,10 +20,12 @@
  * latency. Only the backoff between tries waits asynchronously.
  *
  * Limits (stated in the README): local filesystems only; a holder on another host is
- * never presumed dead; a waiter gives up with ERR_AUDIT_IO after `timeoutMs`.
+ * never presumed dead; a waiter gives up with ERR_AUDIT_IO after `timeoutMs`. A process
+ * that dies leaves its private file behind; the next locker on that lock removes it.
  */
-import { linkSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
+import { linkSync, lstatSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
+import { basename, dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { KeelError } from '@keel/core'
 
@@ -134,64 +138,127 @@ function unlinkQuietly(path: string): void {
   }
 }
 
+/** Takes and releases one lock file, again and again. */
+export interface FileLocker {
+  /** Waits (bounded backoff, up to `timeoutMs`) for the lock. Throws ERR_AUDIT_IO on timeout, naming the holder. */
+  acquire(): Promise<FileLock>
+  /** Removes the private file (release any held lock first). */
+  close(): void
+}
+
+const PRIVATE_SUFFIX_RE = /^\.(\d+)\.[0-9a-f]{24}$/
+
+/** Removes private files of lockers on this host whose process is gone. */
+function removeOrphans(lockPath: string): void {
+  const base = basename(lockPath)
+  let names: string[]
+  try {
+    names = readdirSync(dirname(lockPath))
+  } catch {
+    return
+  }
+  for (const name of names) {
+    if (!name.startsWith(base) || !PRIVATE_SUFFIX_RE.test(name.slice(base.length))) continue
+    const path = join(dirname(lockPath), name)
+    const text = readText(path)
+    const holder = text === undefined ? undefined : parseHolder(text)
+    if (holder !== undefined && !holderAlive(holder)) unlinkQuietly(path)
+  }
+}
+
+export function createFileLocker(lockPath: string, options: FileLockOptions = {}): FileLocker {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  let mine: { path: string; text: string; ino: number } | undefined
+  let cleaned = false
+
+  const prepare = (): { path: string; text: string; ino: number } => {
+    if (mine) return mine
+    if (!cleaned) {
+      cleaned = true
+      removeOrphans(lockPath)
+    }
+    const start = ownStart()
+    const me: Holder = { pid: process.pid, ...(start !== undefined ? { start } : {}), host: hostname(), token: randomBytes(12).toString('hex') }
+    const text = JSON.stringify(me)
+    const path = `${lockPath}.${process.pid}.${me.token}`
+    try {
+      writeFileSync(path, text, { mode: 0o644, flag: 'wx' })
+      mine = { path, text, ino: lstatSync(path).ino }
+    } catch (err) {
+      unlinkQuietly(path)
+      throw new KeelError('ERR_AUDIT_IO', `cannot create lock ${lockPath}: ${(err as Error).message}`, { cause: err })
+    }
+    return mine
+  }
+
+  const release = (ino: number): Promise<void> => {
+    try {
+      if (lstatSync(lockPath).ino === ino) unlinkSync(lockPath)
+    } catch {
+      // already gone
+    }
+    return Promise.resolve()
+  }
+
+  return {
+    async acquire() {
+      const deadline = Date.now() + timeoutMs
+      let backoff = 1
+      let lastHolder: Holder | undefined
+      for (let attempt = 0; attempt < 1_000_000; attempt++) {
+        const own = prepare()
+        try {
+          linkSync(own.path, lockPath)
+          return { path: lockPath, release: () => release(own.ino) }
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code
+          if (code === 'ENOENT' && attempt < 3) {
+            // Our private file was removed under us: make a new one.
+            mine = undefined
+            continue
+          }
+          if (code !== 'EEXIST') {
+            throw new KeelError('ERR_AUDIT_IO', `cannot create lock ${lockPath}: ${(err as Error).message}`, { cause: err })
+          }
+        }
+        const held = readText(lockPath)
+        if (held === undefined) continue // released between our link and read: try again now
+        const holder = parseHolder(held)
+        lastHolder = holder
+        // Content is written before link(), so an unparsable lock is not ours: treat as stale.
+        if (holder === undefined || !holderAlive(holder)) {
+          steal(lockPath, held)
+          continue
+        }
+        if (Date.now() >= deadline) break
+        await sleep(backoff * (0.5 + Math.random()))
+        backoff = Math.min(backoff * 2, MAX_BACKOFF_MS)
+      }
+      throw new KeelError(
+        'ERR_AUDIT_IO',
+        `timed out after ${timeoutMs} ms waiting for ${lockPath}` + (lastHolder ? ` (held by pid ${lastHolder.pid} on ${lastHolder.host})` : ''),
+      )
+    },
+    close() {
+      if (mine) unlinkQuietly(mine.path)
+      mine = undefined
+    },
+  }
+}
+
 /**
- * Takes the lock at `lockPath`, waiting with bounded backoff up to `timeoutMs`.
+ * Takes the lock at `lockPath` once, waiting with bounded backoff up to `timeoutMs`.
  * Throws KeelError ERR_AUDIT_IO on timeout, naming the holder.
  */
 export async function acquireFileLock(lockPath: string, options: FileLockOptions = {}): Promise<FileLock> {
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
-  const deadline = Date.now() + timeoutMs
-  const start = ownStart()
-  const me: Holder = {
-    pid: process.pid,
-    ...(start !== undefined ? { start } : {}),
-    host: hostname(),
-    token: randomBytes(12).toString('hex'),
-  }
-  const text = JSON.stringify(me)
-  const tmp = `${lockPath}.${process.pid}.${me.token}`
+  const locker = createFileLocker(lockPath, options)
   try {
-    writeFileSync(tmp, text, { mode: 0o644 })
+    const lock = await locker.acquire()
+    // The lock file is a hard link: our private name can go now.
+    locker.close()
+    return lock
   } catch (err) {
-    throw new KeelError('ERR_AUDIT_IO', `cannot create lock ${lockPath}: ${(err as Error).message}`, { cause: err })
+    locker.close()
+    throw err
   }
-  let backoff = 1
-  let lastHolder: Holder | undefined
-  try {
-    for (let attempt = 0; attempt < 1_000_000; attempt++) {
-      try {
-        linkSync(tmp, lockPath)
-        return {
-          path: lockPath,
-          release() {
-            if (readText(lockPath) === text) unlinkQuietly(lockPath)
-            return Promise.resolve()
-          },
-        }
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw new KeelError('ERR_AUDIT_IO', `cannot create lock ${lockPath}: ${(err as Error).message}`, { cause: err })
-        }
-      }
-      const held = readText(lockPath)
-      if (held === undefined) continue // released between our link and read: try again now
-      const holder = parseHolder(held)
-      lastHolder = holder
-      // Content is written before link(), so an unparsable lock is not ours: treat as stale.
-      if (holder === undefined || !holderAlive(holder)) {
-        steal(lockPath, held)
-        continue
-      }
-      if (Date.now() >= deadline) break
-      await sleep(backoff * (0.5 + Math.random()))
-      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS)
-    }
-  } finally {
-    unlinkQuietly(tmp)
-  }
-  throw new KeelError(
-    'ERR_AUDIT_IO',
-    `timed out after ${timeoutMs} ms waiting for ${lockPath}` +
-      (lastHolder ? ` (held by pid ${lastHolder.pid} on ${lastHolder.host})` : ''),
-  )
 }

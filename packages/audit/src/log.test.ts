@@ -1,7 +1,7 @@
-import { appendFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { appendFile, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { isKeelError } from '@keel/core'
 import { checkChain } from './chain.js'
 import { genesisHash, parseRecordLine, sha256Hex } from './format.js'
@@ -153,10 +153,102 @@ describe('a log that goes backwards under a running writer', () => {
     await log.close()
   })
 
+  it('notices a last record rewritten in place (same inode, same size) since its own append', async () => {
+    const log = openAuditLog({ dir, project: 'p' })
+    for (let i = 0; i < 3; i++) await log.append(ev(i))
+    const path = auditLogPath(dir, 'p')
+    const text = await readFile(path, 'utf8')
+    const fh = await open(path, 'r+')
+    await fh.write(text.replace('agent:2', 'agent:X'), 0)
+    await fh.close()
+    await expect(log.append(ev(9))).rejects.toThrow(/with another hash/)
+    await log.close()
+  })
+
   it('rejects times outside the Date range', async () => {
     const log = openAuditLog({ dir, project: 'p' })
     await expect(log.append({ ...ev(1), time: 1e20 })).rejects.toMatchObject({ code: 'ERR_USAGE' })
     await log.close()
+  })
+})
+
+describe('deferred durability', () => {
+  // Counts fdatasync calls on every FileHandle (the writer's included).
+  async function spyDatasync() {
+    const probe = await open(join(dir, 'probe'), 'w')
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> }
+    await probe.close()
+    return vi.spyOn(proto, 'datasync')
+  }
+  afterEach(() => {
+    vi.restoreAllMocks()
+  })
+
+  it('batch: deferred appends resolve without a sync; the sync follows within deferredSyncMs', async () => {
+    const datasync = await spyDatasync()
+    const log = openAuditLog({ dir, project: 'p', fsync: 'batch', deferredSyncMs: 30 })
+    await log.append(ev(0)) // creates the file (and syncs it)
+    datasync.mockClear()
+    for (let i = 1; i <= 3; i++) await log.append(ev(i), { durability: 'deferred' })
+    expect(datasync).not.toHaveBeenCalled()
+    await vi.waitFor(() => expect(datasync).toHaveBeenCalledTimes(1), { timeout: 2000, interval: 10 })
+    await log.close()
+    const chain = await checkChain(auditLogPath(dir, 'p'), 'p')
+    expect(chain.findings).toEqual([])
+    expect(chain.lastSeq).toBe(4)
+  })
+
+  it('batch: a synced append covers the deferred ones before it (one sync, no timer sync after)', async () => {
+    const datasync = await spyDatasync()
+    const log = openAuditLog({ dir, project: 'p', fsync: 'batch', deferredSyncMs: 30 })
+    await log.append(ev(0))
+    datasync.mockClear()
+    await log.append(ev(1), { durability: 'deferred' })
+    await log.append(ev(2))
+    expect(datasync).toHaveBeenCalledTimes(1)
+    await new Promise((r) => setTimeout(r, 80))
+    expect(datasync).toHaveBeenCalledTimes(1)
+    await log.close()
+  })
+
+  it('close() syncs deferred records; fsync always still syncs each one', async () => {
+    const datasync = await spyDatasync()
+    const batch = openAuditLog({ dir, project: 'p', fsync: 'batch', deferredSyncMs: 60_000 })
+    await batch.append(ev(0))
+    datasync.mockClear()
+    await batch.append(ev(1), { durability: 'deferred' })
+    expect(datasync).not.toHaveBeenCalled()
+    await batch.close()
+    expect(datasync).toHaveBeenCalledTimes(1)
+    datasync.mockClear()
+    const always = openAuditLog({ dir, project: 'q', fsync: 'always' })
+    await always.append(ev(0))
+    await always.append(ev(1), { durability: 'deferred' })
+    expect(datasync).toHaveBeenCalledTimes(2)
+    await always.close()
+  })
+
+  it('a failed deferred sync fails the next append (fail closed), then appends go on', async () => {
+    const datasync = await spyDatasync()
+    const log = openAuditLog({ dir, project: 'p', fsync: 'batch', deferredSyncMs: 10 })
+    await log.append(ev(0))
+    datasync.mockClear()
+    datasync.mockImplementationOnce(() => Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' })))
+    await log.append(ev(1), { durability: 'deferred' })
+    await vi.waitFor(() => expect(datasync).toHaveBeenCalled(), { timeout: 2000, interval: 5 })
+    await expect(log.append(ev(2))).rejects.toMatchObject({ code: 'ERR_AUDIT_IO', message: expect.stringContaining('earlier sync of this log failed') })
+    await expect(log.append(ev(3))).resolves.toMatchObject({ seq: 3 })
+    await log.close()
+  })
+
+  it('record() on a sink passes the durability through', async () => {
+    const datasync = await spyDatasync()
+    const sink = createAuditSink({ dir, fsync: 'batch', deferredSyncMs: 60_000 })
+    await sink.record({ project: 'p', ...ev(0) })
+    datasync.mockClear()
+    await sink.record({ project: 'p', ...ev(1) }, { durability: 'deferred' })
+    expect(datasync).not.toHaveBeenCalled()
+    await sink.close()
   })
 })
 

@@ -3,9 +3,12 @@
  *
  * Every append runs under two locks: an in-process queue (one writer per file and
  * policy in this process) and the cross-process lock file `<log>.lock`. Under the lock
- * the writer reads the last record from the file itself (never from memory: another
- * process may have appended), writes the new line(s) with one O_APPEND write, syncs
- * per the policy, and only then releases the lock and resolves the caller's promise.
+ * the writer takes the last record from the file itself (another process may have
+ * appended), writes the new line(s) with one O_APPEND write, syncs per the policy, and
+ * only then releases the lock and resolves the caller's promise. Reading the tail means
+ * parsing and hashing the last line; when the file is still the one this writer last
+ * wrote (same inode and size, and its last line still the exact bytes this writer wrote)
+ * the writer reuses what it knows instead.
  *
  * Fsync policy (`fsync`):
  *  - `always` (default): fdatasync after every record; a resolved append is on disk.
@@ -13,6 +16,12 @@
  *    the next one, written with one write and one fdatasync. A resolved append is on
  *    disk, exactly as with `always`; only the throughput differs.
  *  - `never`: no fsync (the OS flushes when it likes). For tests and benchmarks only.
+ * An append may ask for `durability: 'deferred'` (events nobody waits on, such as the
+ * dispatcher's `dispatch.completed`): it is written in its place in the chain at once and
+ * its promise resolves once written; the next synced commit, or a sync at most
+ * `deferredSyncMs` later, puts it on disk. So only the appends that gate something (the
+ * dispatcher's `dispatch.egress_bound`) wait for the disk, and they do not queue behind
+ * the syncs of events that gate nothing.
  * When the log file is created, its directory is fsynced too, so the file's name
  * survives a crash along with its bytes.
  *
@@ -20,12 +29,12 @@
  * with {@link AuditTornTailError}. Nothing is dropped or merged silently:
  * {@link repairAuditLog} moves the torn bytes to `<log>.torn-<offset>` and truncates.
  */
-import { statSync } from 'node:fs'
+import { readSync, statSync, writeSync } from 'node:fs'
 import { mkdir, open, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { KeelError } from '@keel/core'
-import type { GovernanceEventInput, GovernanceSink } from '@keel/core'
+import type { GovernanceEventInput, GovernanceSink, RecordOptions } from '@keel/core'
 import {
   MAX_RECORD_BYTES,
   assertProjectName,
@@ -36,7 +45,8 @@ import {
   sha256Hex,
 } from './format.js'
 import type { AuditEventInput, AuditRecord, ChainedRecord } from './format.js'
-import { acquireFileLock } from './lock.js'
+import { acquireFileLock, createFileLocker } from './lock.js'
+import type { FileLocker } from './lock.js'
 import { readTail, scanLines } from './lines.js'
 import { withCheckpoints } from './checkpoint.js'
 import type { CheckpointerOptions } from './checkpoint.js'
@@ -56,6 +66,18 @@ export interface AuditLogOptions {
   lockTimeoutMs?: number
   /** Most records in one group commit (`batch`/`never`; default 1000). */
   maxBatch?: number
+  /** Longest a `deferred` append waits for its sync (`batch`; default 100 ms). */
+  deferredSyncMs?: number
+}
+
+/** Per-append options. */
+export interface AppendOptions {
+  /**
+   * `sync` (default): resolve once the record is durable per the fsync policy.
+   * `deferred`: resolve once written; synced with the next synced commit or within
+   * `deferredSyncMs` (policy `batch`; `always` still syncs each record).
+   */
+  durability?: 'sync' | 'deferred'
 }
 
 /** The head of a chain: seq 0 and the genesis hash for an empty log. */
@@ -89,8 +111,19 @@ export function auditLogPath(dir: string, project: string): string {
 
 interface Pending {
   input: AuditEventInput
+  deferred: boolean
   resolve: (r: ChainedRecord) => void
   reject: (e: unknown) => void
+}
+
+/** What this writer last wrote: enough to trust the file's tail without parsing it again. */
+interface KnownTail {
+  ino: number
+  size: number
+  hash: string
+  record: AuditRecord
+  /** The exact bytes of the last line, newline included. */
+  line: Buffer
 }
 
 type Job = { kind: 'append'; items: Pending[] } | { kind: 'fn'; run: () => Promise<void> }
@@ -104,12 +137,20 @@ function tailError(path: string, tail: Tail): AuditTornTailError | undefined {
 /** One writer per (file, policy) in this process; appends are serialized through it. */
 class Writer {
   readonly lockPath: string
+  private readonly locker: FileLocker
   /** FIFO of appends and exclusive functions; consecutive appends form one group commit. */
   private jobs: Array<Pending | { run: () => Promise<void> }> = []
   private running = false
   private fh: FileHandle | undefined
   private ino = -1
+  private size = 0
   private dirReady = false
+  private known: KnownTail | undefined
+  /** Deferred records written but not yet synced, and the timer that will sync them. */
+  private unsynced = false
+  private syncTimer: NodeJS.Timeout | undefined
+  /** A failed deferred sync, reported to the next commit (fail closed). */
+  private syncError: Error | undefined
   /** The furthest head this writer has seen. A log never shrinks: a tail below it means truncation or replacement. */
   private seen: { seq: number; hash: string } | undefined
   refs = 0
@@ -122,13 +163,15 @@ class Writer {
     readonly clock: () => number,
     readonly lockTimeoutMs: number,
     readonly maxBatch: number,
+    readonly deferredSyncMs: number,
   ) {
     this.lockPath = `${path}.lock`
+    this.locker = createFileLocker(this.lockPath, { timeoutMs: lockTimeoutMs })
   }
 
-  append(input: AuditEventInput): Promise<ChainedRecord> {
+  append(input: AuditEventInput, deferred: boolean): Promise<ChainedRecord> {
     return new Promise((resolve, reject) => {
-      this.jobs.push({ input, resolve, reject })
+      this.jobs.push({ input, deferred, resolve, reject })
       this.kick()
     })
   }
@@ -185,13 +228,46 @@ class Writer {
       }
       const items = job.items
       try {
-        const records = await this.locked(() => this.commit(items.map((p) => p.input)))
-        items.forEach((p, i) => p.resolve(records[i]!))
+        const results = await this.locked(() => this.commit(items))
+        items.forEach((p, i) => {
+          const r = results[i]!
+          if (r instanceof Error) p.reject(r)
+          else p.resolve(r)
+        })
       } catch (err) {
         for (const p of items) p.reject(err)
       }
     }
     this.running = false
+  }
+
+  /** Syncs deferred records soon, unless a synced commit does it first. */
+  private scheduleDeferredSync(): void {
+    this.unsynced = true
+    if (this.syncTimer !== undefined) return
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined
+      this.jobs.push({ run: () => this.syncDeferred() })
+      this.kick()
+    }, this.deferredSyncMs)
+    // A pending sync never keeps the process alive: the bytes are in the page cache already.
+    this.syncTimer.unref()
+  }
+
+  private async syncDeferred(): Promise<void> {
+    if (!this.unsynced || !this.fh) return
+    this.unsynced = false
+    try {
+      await this.fh.datasync()
+    } catch (err) {
+      this.syncError = err as Error
+    }
+  }
+
+  private clearDeferred(): void {
+    this.unsynced = false
+    if (this.syncTimer !== undefined) clearTimeout(this.syncTimer)
+    this.syncTimer = undefined
   }
 
   private async locked<T>(fn: () => Promise<T>): Promise<T> {
@@ -200,7 +276,7 @@ class Writer {
       await mkdir(this.dir, { recursive: true, mode: 0o750 })
       this.dirReady = true
     }
-    const lock = await acquireFileLock(this.lockPath, { timeoutMs: this.lockTimeoutMs })
+    const lock = await this.locker.acquire()
     try {
       return await fn()
     } finally {
@@ -210,15 +286,21 @@ class Writer {
 
   /** The open log file, reopened if it was replaced; created (with a directory fsync) when `create`. */
   private async handle(create: boolean): Promise<FileHandle | undefined> {
-    let st: { ino: number } | undefined
+    let st: { ino: number; size: number } | undefined
     try {
       // Synchronous: one local syscall, on every append (a replaced file must be noticed).
       st = statSync(this.path)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
     }
-    if (this.fh && st && st.ino === this.ino) return this.fh
+    if (this.fh && st && st.ino === this.ino) {
+      this.size = st.size
+      return this.fh
+    }
     if (this.fh) {
+      // Replaced or removed: sync what we wrote to the old file, then let it go.
+      if (this.unsynced) await this.fh.datasync().catch(() => {})
+      this.clearDeferred()
       await this.fh.close().catch(() => {})
       this.fh = undefined
       this.ino = -1
@@ -226,48 +308,85 @@ class Writer {
     if (!st && !create) return undefined
     const fh = await open(this.path, 'a+', 0o640)
     this.fh = fh
-    this.ino = (await fh.stat()).ino
+    const opened = await fh.stat()
+    this.ino = opened.ino
+    this.size = opened.size
     if (!st) await syncDir(this.dir)
     return fh
   }
 
-  private async commit(inputs: AuditEventInput[]): Promise<ChainedRecord[]> {
+  /** The tail this writer wrote last, if the file still ends with exactly it. */
+  private knownTail(fh: FileHandle): Tail | undefined {
+    const k = this.known
+    if (!k || k.ino !== this.ino || k.size !== this.size) return undefined
+    const now = Buffer.allocUnsafe(k.line.length)
+    if (readSync(fh.fd, now, 0, now.length, k.size - now.length) !== now.length || !now.equals(k.line)) return undefined
+    return { kind: 'record', record: k.record, hash: k.hash, offset: k.size - k.line.length, size: k.size }
+  }
+
+  /** Writes the items that make valid records; returns each item's record or its own error. */
+  private async commit(items: readonly Pending[]): Promise<Array<ChainedRecord | Error>> {
+    if (this.syncError) {
+      const err = this.syncError
+      this.syncError = undefined
+      throw new KeelError('ERR_AUDIT_IO', `${this.path}: an earlier sync of this log failed (${err.message}); records written since may not be on disk`, { cause: err })
+    }
     const fh = (await this.handle(true))!
-    const tail = await readTail(fh)
+    const tail = this.knownTail(fh) ?? (await readTail(fh))
     const bad = tailError(this.path, tail)
     if (bad) throw bad
     this.checkNotBehind(tail)
     let seq = tail.kind === 'record' ? tail.record.seq : 0
     let prev = tail.kind === 'record' ? tail.hash : genesisHash(this.project)
     const size = tail.kind === 'record' ? tail.size : 0
-    const out: ChainedRecord[] = []
+    const results: Array<ChainedRecord | Error> = []
     const lines: string[] = []
-    for (const input of inputs) {
-      const record = buildRecord(input, this.project, ++seq, prev, this.clock())
-      const line = encodeRecord(record)
+    let last: { record: AuditRecord; line: string } | undefined
+    let needsSync = false
+    for (const item of items) {
+      let record: AuditRecord
+      let line: string
+      try {
+        // Checked here, per item, so one bad event cannot fail the rest of its group.
+        record = buildRecord(item.input, this.project, seq + 1, prev, this.clock())
+        line = encodeRecord(record)
+        const bytes = Buffer.byteLength(line)
+        if (bytes > MAX_RECORD_BYTES) throw new KeelError('ERR_USAGE', `audit event too large (${bytes} bytes; limit ${MAX_RECORD_BYTES})`)
+      } catch (err) {
+        results.push(err as Error)
+        continue
+      }
+      seq++
       prev = sha256Hex(line)
       lines.push(line, '\n')
-      out.push({ ...record, hash: prev })
+      last = { record, line }
+      results.push({ ...record, hash: prev })
+      if (!item.deferred) needsSync = true
     }
+    if (last === undefined) return results
     const bytes = Buffer.from(lines.join(''), 'utf8')
     try {
       let written = 0
-      // A regular-file write normally completes in one call; loop in case it does not.
-      for (let i = 0; written < bytes.length && i < 1000; i++) {
-        const { bytesWritten } = await fh.write(bytes, written, bytes.length - written, null)
-        written += bytesWritten
-      }
+      // One local write to the page cache: synchronous (a promise write is a thread-pool
+      // round trip). A regular-file write normally completes in one call; loop in case not.
+      for (let i = 0; written < bytes.length && i < 1000; i++) written += writeSync(fh.fd, bytes, written, bytes.length - written, null)
       if (written < bytes.length) throw new Error(`short write (${written} of ${bytes.length} bytes)`)
-      if (this.fsync !== 'never') await fh.datasync()
+      if (this.fsync === 'always' || (this.fsync === 'batch' && needsSync)) {
+        await fh.datasync()
+        this.clearDeferred() // that sync covered every deferred record before it too
+      } else if (this.fsync === 'batch') {
+        this.scheduleDeferredSync()
+      }
     } catch (err) {
       // Undo a partial write so the log does not end torn; if that fails too, the torn
       // tail stays and the next append reports it.
+      this.known = undefined
       await fh.truncate(size).catch(() => {})
       throw new KeelError('ERR_AUDIT_IO', `${this.path}: append failed: ${(err as Error).message}`, { cause: err })
     }
-    const last = out[out.length - 1]
-    if (last) this.seen = { seq: last.seq, hash: last.hash }
-    return out
+    this.seen = { seq, hash: prev }
+    this.known = { ino: this.ino, size: size + bytes.length, hash: prev, record: last.record, line: Buffer.from(last.line + '\n', 'utf8') }
+    return results
   }
 
   /**
@@ -295,8 +414,12 @@ class Writer {
 
   async close(): Promise<void> {
     await this.drain()
+    if (this.unsynced) await this.fh?.datasync().catch(() => {})
+    this.clearDeferred()
     await this.fh?.close().catch(() => {})
     this.fh = undefined
+    this.known = undefined
+    this.locker.close()
   }
 }
 
@@ -316,10 +439,10 @@ export interface AuditLog extends GovernanceSink {
   readonly path: string
   readonly project: string
   readonly fsync: FsyncPolicy
-  /** Appends one record; resolves once it is durable per the fsync policy. */
-  append(input: AuditEventInput): Promise<ChainedRecord>
+  /** Appends one record; resolves once it is durable per the fsync policy (or written, when deferred). */
+  append(input: AuditEventInput, options?: AppendOptions): Promise<ChainedRecord>
   /** {@link GovernanceSink}: append, discarding the record. Rejects for another project. */
-  record(event: GovernanceEventInput): Promise<void>
+  record(event: GovernanceEventInput, options?: RecordOptions): Promise<void>
   /** The current last record's seq and hash, read from the file under the lock. */
   head(): Promise<ChainHead>
   /** Waits for pending appends, then releases the file when no other handle uses it. */
@@ -352,6 +475,7 @@ export function openAuditLog(options: AuditLogOptions): AuditLog {
       options.clock ?? Date.now,
       options.lockTimeoutMs ?? 10_000,
       Math.max(1, options.maxBatch ?? 1000),
+      Math.max(1, options.deferredSyncMs ?? 100),
     )
     writers.set(key, writer)
   }
@@ -359,22 +483,17 @@ export function openAuditLog(options: AuditLogOptions): AuditLog {
   const w = writer
   const project = options.project
   let closed = false
-  const append = async (input: AuditEventInput): Promise<ChainedRecord> => {
+  const append = async (input: AuditEventInput, opts?: AppendOptions): Promise<ChainedRecord> => {
     if (closed) throw new KeelError('ERR_AUDIT_IO', `${path}: log is closed`)
-    // Validate before queueing so one bad event cannot fail a whole group commit.
-    const probe = encodeRecord(buildRecord(input, project, Number.MAX_SAFE_INTEGER, genesisHash(project), 0))
-    if (Buffer.byteLength(probe) > MAX_RECORD_BYTES) {
-      throw new KeelError('ERR_USAGE', `audit event too large (${Buffer.byteLength(probe)} bytes; limit ${MAX_RECORD_BYTES})`)
-    }
-    return w.append(input)
+    return w.append(input, opts?.durability === 'deferred')
   }
   return {
     path,
     project,
     fsync,
     append,
-    async record(event) {
-      await append(event)
+    async record(event, opts) {
+      await append(event, opts)
     },
     head() {
       return w.exclusive(async (fh) => {
@@ -411,7 +530,7 @@ export interface AuditSinkOptions extends Omit<AuditLogOptions, 'project'> {
 
 /** A {@link GovernanceSink} over many projects: each event goes to its own project's chain. */
 export interface AuditSink extends GovernanceSink {
-  append(event: GovernanceEventInput): Promise<ChainedRecord>
+  append(event: GovernanceEventInput, options?: AppendOptions): Promise<ChainedRecord>
   /** The log of one project (opened on first use, kept open until `close`). */
   log(project: string): AuditLog
   close(): Promise<void>
@@ -435,9 +554,9 @@ export function createAuditSink(options: AuditSinkOptions): AuditSink {
   }
   return {
     log,
-    append: (event) => log(event.project).append(event),
-    async record(event) {
-      await log(event.project).append(event)
+    append: (event, opts) => log(event.project).append(event, opts),
+    async record(event, opts) {
+      await log(event.project).append(event, opts)
     },
     async close() {
       const all = [...logs.values()]

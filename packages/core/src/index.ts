@@ -12,6 +12,7 @@ export type {
   Decision,
   GovernanceEventInput,
   GovernanceSink,
+  RecordOptions,
   DecisionEvent,
   DecisionSink,
   DenyResponse,

@@ -137,7 +137,17 @@ export interface GovernanceEventInput {
   data?: Record<string, unknown>
 }
 
+/** How long `GovernanceSink.record` makes its caller wait. */
+export interface RecordOptions {
+  /**
+   * `sync` (default): resolve once the event is durable. `deferred`: resolve once it is
+   * written in its place; the sink makes it durable shortly after. For events nothing
+   * waits on (a call's completion), so they do not delay the ones that gate egress.
+   */
+  durability?: 'sync' | 'deferred'
+}
+
 /** Where governance events go (packages/audit implements it; tests use an in-memory one). */
 export interface GovernanceSink {
-  record(event: GovernanceEventInput): Promise<void>
+  record(event: GovernanceEventInput, options?: RecordOptions): Promise<void>
 }
