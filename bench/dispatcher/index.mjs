@@ -12,7 +12,7 @@
 // Results: printed, written to bench/results/dispatcher.json and to the
 // "## Dispatcher (bench/dispatcher)" section of BENCHMARKS.md.
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync, renameSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, mkdirSync, existsSync, renameSync } from 'node:fs'
 import { Agent, request } from 'node:http'
 import { createServer } from 'node:net'
 import { cpus, tmpdir, totalmem } from 'node:os'
@@ -61,13 +61,17 @@ async function freePort() {
   })
 }
 
-function startChild(name, argv, env, ready) {
-  const child = spawn(process.execPath, argv, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+// `logFile`: the child's stderr goes to a file, as a deployment's logs would (the
+// dispatcher writes one JSON line per call), instead of into this measuring process.
+function startChild(name, argv, env, ready, logFile) {
+  const stderr = logFile === undefined ? 'pipe' : openSync(logFile, 'a')
+  const child = spawn(process.execPath, argv, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', stderr] })
+  if (typeof stderr === 'number') closeSync(stderr)
   children.push(child)
   let out = ''
   child.stdout.on('data', (d) => (out += d.toString()))
-  child.stderr.on('data', (d) => {
-    // Drain (the dispatcher logs one JSON line per call); keep only the start for errors.
+  child.stderr?.on('data', (d) => {
+    // Drain; keep only the start for errors.
     if (out.length < 20_000) out += d.toString()
   })
   return new Promise((resolve, reject) => {
@@ -81,7 +85,8 @@ function startChild(name, argv, env, ready) {
       } else if (child.exitCode !== null) {
         clearInterval(poll)
         clearTimeout(timer)
-        reject(new Error(`${name} exited ${child.exitCode}:\n${out}`))
+        const log = logFile === undefined ? '' : readFileSync(logFile, 'utf8').slice(0, 20_000)
+        reject(new Error(`${name} exited ${child.exitCode}:\n${out}${log}`))
       }
     }, 20)
   })
@@ -157,6 +162,7 @@ spec:
       [join(ROOT, 'apps/cli/bin/keel.js'), 'dispatcher', 'serve', '--config', configPath, '--port', '0', '--host', '127.0.0.1'],
       { KEEL_BENCH_OPENAI_KEY: REAL_KEY, KEEL_BENCH_ALICE: 'alice-bench-token' },
       (o) => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(o)?.[1],
+      join(tmp, `dispatcher-${fsync}.log`),
     )
     return Number(child.value)
   }
@@ -173,6 +179,7 @@ spec:
     const port = await freePort()
     await startChild('portkey', ['--import', join(ROOT, 'bench/dispatcher/loopback-only.mjs'), entry, `--port=${port}`, '--headless'], { NODE_ENV: 'production' }, (o) =>
       o.includes('Ready for connections'),
+      join(tmp, 'portkey.log'),
     )
     portkeyPort = port
   } catch (err) {
@@ -316,7 +323,7 @@ function writeSection(r) {
 
 Command: \`npm run build && node bench/dispatcher/index.mjs\` (defaults: ${r.requests} sequential requests per target in ${ROUNDS} interleaved rounds after ${WARMUP} warm-up requests; ${r.concurrentRequests} requests at concurrency ${r.concurrency} for req/s; ${r.streamRequests} sequential streamed requests).
 Machine: ${r.cores}-core ${r.cpu} VM, ${r.memGiB} GiB, Debian 12, Node ${r.node}. Run ${r.date}.
-Setup: each server in its own process on 127.0.0.1: the fake provider (test/fake-provider, OpenAI chat completions, 12-token reply, JSON and SSE); \`keel dispatcher serve\` with 4 permit rules, baseline + 1 project firewall detector, placeholder check, budgets (project + agent reservations, JSONL ledger), credential injection, an inline permit per call (Ed25519-signed once the response is on its way), the awaited \`dispatch.egress_bound\` event to the hash-chained audit log (@keel/audit, \`fsync: batch\` group commit; the second keel row: \`fsync: never\`), and one JSON log line per call; Portkey gateway ${r.portkeyVersion ?? '(not run)'} (\`@portkey-ai/gateway\`, \`--headless\`, \`NODE_ENV=production\`, provider \`openai\` with \`x-portkey-custom-host\` pointed at the fake provider, no config or guardrails). The client is a keep-alive \`node:http\` agent per target.
+Setup: each server in its own process on 127.0.0.1: the fake provider (test/fake-provider, OpenAI chat completions, 12-token reply, JSON and SSE); \`keel dispatcher serve\` with 4 permit rules, baseline + 1 project firewall detector, placeholder check, budgets (project + agent reservations, JSONL ledger), credential injection, an inline permit per call (Ed25519-signed once the response is on its way), the awaited \`dispatch.egress_bound\` event to the hash-chained audit log (@keel/audit, \`fsync: batch\` group commit; the second keel row: \`fsync: never\`) and the \`dispatch.completed\` event after the response (written at once, synced with the next call's egress record or within 100 ms), and one JSON log line per call (stderr to a file, as for Portkey); Portkey gateway ${r.portkeyVersion ?? '(not run)'} (\`@portkey-ai/gateway\`, \`--headless\`, \`NODE_ENV=production\`, provider \`openai\` with \`x-portkey-custom-host\` pointed at the fake provider, no config or guardrails). The client is a keep-alive \`node:http\` agent per target.
 
 | target | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s (c=${r.concurrency}) | SSE full response p50 ms |
 |---|---|---|---|---|---|---|

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { trace, type Span, type SpanContext, type Tracer, type TracerProvider } from '@opentelemetry/api'
 import { DispatchEvent, DispatchReason, type GovernanceEventInput } from '@keel/core'
 import { createApp, type DispatcherDeps } from './app.js'
@@ -64,6 +64,40 @@ function post(h: Harness, path: string, body: unknown, headers: Record<string, s
     }),
   )
 }
+
+describe('inline audit sync', () => {
+  it('a lone call asks for it when the dispatcher owns the loop; concurrent calls, and the keel run mount, do not', async () => {
+    const seen: Array<{ event: string; inline: boolean | undefined }> = []
+    const governance = {
+      record(event: GovernanceEventInput, options?: { inline?: boolean }) {
+        seen.push({ event: event.event, inline: options?.inline })
+        return Promise.resolve()
+      },
+    }
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const canned = fakeFetch()
+    let held = 0
+    const slow = (async (input: string | URL | Request, init?: RequestInit) => {
+      if (held++ === 0) await gate
+      return canned.fetch(input, init)
+    }) as typeof fetch
+    const owner = harness({ governance, ownsEventLoop: true, fetch: slow })
+    const first = post(owner, '/v1/chat/completions', CHAT)
+    await vi.waitFor(() => expect(held).toBe(1))
+    const second = await post(owner, '/v1/chat/completions', CHAT)
+    release()
+    expect((await first).status).toBe(200)
+    expect(second.status).toBe(200)
+    const lone = await post(owner, '/v1/chat/completions', CHAT)
+    expect(lone.status).toBe(200)
+    expect(seen.filter((s) => s.event === DispatchEvent.EGRESS_BOUND).map((s) => s.inline)).toEqual([true, false, true])
+    seen.length = 0
+    const mounted = harness({ governance })
+    expect((await post(mounted, '/v1/chat/completions', CHAT)).status).toBe(200)
+    expect(seen.filter((s) => s.event === DispatchEvent.EGRESS_BOUND).map((s) => s.inline)).toEqual([false])
+  })
+})
 
 describe('managed dispatch', () => {
   it('allows, drops the agent key, injects the real one and adds binding trace headers', async () => {

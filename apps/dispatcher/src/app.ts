@@ -65,6 +65,13 @@ export interface DispatcherDeps {
   upstream?: UpstreamClient
   /** Or any fetch implementation (tests inject a canned upstream this way). */
   fetch?: typeof fetch
+  /**
+   * True when serving calls is all this process's event loop does (`keel dispatcher serve`):
+   * with a single call in flight, its egress record's disk sync then runs on the loop
+   * (RecordOptions.inline), saving a thread hand-off. False (the default) inside `keel run`,
+   * whose proxy shares the loop.
+   */
+  ownsEventLoop?: boolean
 }
 
 export type DispatcherApp = Hono<Env>
@@ -96,6 +103,8 @@ export function createApp(deps: DispatcherDeps): DispatcherApp {
     config: deps.config,
     credentials: deps.credentials,
     governance: createGovernance(deps.governance, logger, secrets),
+    ownsEventLoop: deps.ownsEventLoop === true,
+    calls: { inFlight: 0 },
     ledger: deps.ledger ?? BudgetLedger.inMemory(),
     signer: deps.signer ?? createPermitSigner(),
     challenges: deps.challenges ?? new ChallengeRegistry(deps.now ? { now: deps.now } : {}),
@@ -171,6 +180,7 @@ export function createApp(deps: DispatcherDeps): DispatcherApp {
       }
       c.header('x-keel-permit-id', claims.jti)
       c.header(REASON_HEADER, claims.reason)
+      c.set('outcome', { reason: claims.reason, permitId: claims.jti })
       return c.json(
         {
           permit: token,
@@ -280,12 +290,14 @@ export function createApp(deps: DispatcherDeps): DispatcherApp {
         logger.error('governance event not recorded', { [LOG_FIELD.event]: err.event, [LOG_FIELD.reason]: err.reason, error: scrubSecrets(String(recordErr), secrets()) })
       }
       const headers: Record<string, string> = { [REASON_HEADER]: err.reason }
+      c.set('outcome', { reason: err.reason })
       if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(err.retryAfterSeconds)
       // A deny is final: tell SDKs (openai, anthropic honour x-should-retry) not to retry it.
       if (err.status === 403 || err.status === 400 || err.status === 404 || err.status === 401) headers['x-should-retry'] = 'false'
       return c.json(errorBody(format, err.status, err.reason, scrubSecrets(err.message, secrets())), err.status as 400, headers)
     }
     if (err instanceof HTTPException) return err.getResponse()
+    c.set('outcome', { reason: Reason.INTERNAL_ERROR })
     logger.error('internal error', { error: scrubSecrets(err instanceof Error ? (err.stack ?? err.message) : String(err), secrets()), path: c.req.path })
     return c.json(errorBody(format, 500, Reason.INTERNAL_ERROR, 'keel hit an internal error and did not send this call (fail-closed).'), 500, {
       [REASON_HEADER]: Reason.INTERNAL_ERROR,

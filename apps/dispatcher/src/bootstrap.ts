@@ -21,6 +21,8 @@ export interface CreateDispatcherOptions {
   logger?: Logger
   env?: NodeJS.ProcessEnv
   fetch?: typeof fetch
+  /** See DispatcherDeps.ownsEventLoop (true for `keel dispatcher serve`). */
+  ownsEventLoop?: boolean
 }
 
 export interface Dispatcher {
@@ -58,6 +60,7 @@ export async function createDispatcher(options: CreateDispatcherOptions): Promis
     challenges,
     logger,
     ...(options.fetch ? { fetch: options.fetch } : {}),
+    ownsEventLoop: options.ownsEventLoop === true,
   })
   return {
     app,

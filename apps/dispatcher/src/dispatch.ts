@@ -176,7 +176,7 @@ export async function dispatch(runtime: Runtime, c: Context<Env>): Promise<Respo
           ...(traceparent === undefined ? {} : { traceparent }),
           ...(permitToken === undefined ? { claims } : { permit: permitToken }),
         },
-      })
+      }, { inline: runtime.ownsEventLoop && runtime.calls.inFlight === 1 })
     } catch (err) {
       throw new DispatchError(DispatchReason.AUDIT_UNAVAILABLE, 'keel could not record this call in the governance log, so it was not sent (fail-closed).', { cause: err, subject: endpoint.url })
     }
@@ -279,6 +279,7 @@ export async function dispatch(runtime: Runtime, c: Context<Env>): Promise<Respo
   }
   outHeaders[BINDING_HEADERS.permitId] = claims.jti
   outHeaders[REASON_HEADER] = DispatchReason.PERMIT_ALLOWED
+  c.set('outcome', { reason: DispatchReason.PERMIT_ALLOWED, permitId: claims.jti })
 
   const contentType = upstream.headers['content-type'] ?? ''
   const ok = upstream.status >= 200 && upstream.status < 300

@@ -17,6 +17,15 @@ import type { RequestFacts, WireFormatAdapter } from './providers/types.js'
 import type { UpstreamClient } from './upstream.js'
 import type { DispatcherConfig, Endpoint, PermitAttributes, PriceEntry, ProviderConfig, RouteKind, WireFormat } from './types.js'
 
+/**
+ * The request headers keel reads, by lower-case name; a fetch `Headers` fits. On Node they
+ * come straight from the IncomingMessage: building a fetch Headers per call is not free.
+ */
+export interface RequestHeaders {
+  get(name: string): string | null
+  forEach(fn: (value: string, name: string) => void): void
+}
+
 /** Everything known about one managed call, filled in by the middlewares in order. */
 export interface CallContext {
   readonly startedAt: number
@@ -35,7 +44,7 @@ export interface CallContext {
   readonly bindingKey: string
   readonly origin: SandboxOrigin | undefined
   /** Headers the client sent, lower-case. */
-  readonly headers: Headers
+  readonly headers: RequestHeaders
   /** Aborts when the client goes away (created on first use). */
   readonly signal: AbortSignal
   /** Calls `fn` once if the client goes away before the response is finished; returns an unsubscribe. */
@@ -59,6 +68,12 @@ export type Env = {
     /** Set as soon as the route is known, so errors use the provider's error shape. */
     format: WireFormat | undefined
     span: Span | undefined
+    /**
+     * The reason code and permit id of the response, for the trace middleware's span and log
+     * line (reading them back from the response headers would make Hono's node adapter build
+     * a full Headers object per call).
+     */
+    outcome: { reason: string; permitId?: string } | undefined
   }
 }
 
@@ -67,6 +82,10 @@ export interface Runtime {
   config: DispatcherConfig
   credentials: CredentialStore
   governance: Governance
+  /** See DispatcherDeps.ownsEventLoop. */
+  ownsEventLoop: boolean
+  /** Managed calls between their first middleware and their response (kept by trace). */
+  calls: { inFlight: number }
   ledger: BudgetLedger
   signer: PermitSigner
   challenges: ChallengeRegistry

@@ -10,7 +10,7 @@
  * failed write is logged once per event.
  * {@link createMemoryGovernanceSink} serves tests.
  */
-import type { GovernanceEventInput, GovernanceSink, Logger } from '@keel/core'
+import type { GovernanceEventInput, GovernanceSink, Logger, RecordOptions } from '@keel/core'
 import { scrubSecrets } from './credentials/store.js'
 
 export const LOG_FIELD = {
@@ -63,7 +63,7 @@ export function redactHeaders(headers: Iterable<[string, string]>): Record<strin
 
 export interface Governance {
   /** Writes an event; rejects if the sink fails. */
-  record(event: GovernanceEventInput): Promise<void>
+  record(event: GovernanceEventInput, options?: RecordOptions): Promise<void>
   /** Writes an event without waiting (deferred durability); failures are logged. */
   recordQuiet(event: GovernanceEventInput): void
 }
@@ -72,8 +72,8 @@ export function createGovernance(sink: GovernanceSink, logger: Logger, secrets: 
   // Events are built from ids, hashes, names and keel's own messages, never from headers or
   // bodies; the one free-text path (a refusal's message) is scrubbed where it is built (app.ts).
   return {
-    async record(event) {
-      await sink.record(event)
+    async record(event, options) {
+      await sink.record(event, options)
     },
     recordQuiet(event) {
       let p: Promise<void>

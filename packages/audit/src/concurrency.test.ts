@@ -42,14 +42,16 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-function worker(id: number, count: number, fsync: string, concurrency = 1) {
-  return run(process.execPath, [WORKER, dir, 'p', String(id), String(count), fsync, String(concurrency)], { timeout: 60_000 })
+function worker(id: number, count: number, fsync: string, concurrency = 1, startAt = 0) {
+  return run(process.execPath, [WORKER, dir, 'p', String(id), String(count), fsync, String(concurrency), String(startAt)], { timeout: 60_000 })
 }
 
 describe('concurrent writers in separate processes', () => {
   it('4 processes × 150 appends (always and batch mixed): no lost record, seqs contiguous, chain intact', async () => {
     const per = 150
-    const outs = await Promise.all([worker(0, per, 'always'), worker(1, per, 'batch', 8), worker(2, per, 'always'), worker(3, per, 'batch', 8)])
+    // Appends are fast enough that one worker could finish before the next has started: start together.
+    const at = Date.now() + 1500
+    const outs = await Promise.all([worker(0, per, 'always', 1, at), worker(1, per, 'batch', 8, at), worker(2, per, 'always', 1, at), worker(3, per, 'batch', 8, at)])
     for (const o of outs) expect(JSON.parse(o.stdout)).toMatchObject({ count: per })
     const path = auditLogPath(dir, 'p')
     const chain = await checkChain(path, 'p')

@@ -93,17 +93,8 @@ export function encodeRecord(record: AuditRecord): string {
   return JSON.stringify(out)
 }
 
-/**
- * Builds the record that follows `prev` (seq and hash of the last line, or 0/genesis).
- * Throws ERR_USAGE on an event that cannot be stored.
- */
-export function buildRecord(
-  input: AuditEventInput,
-  project: string,
-  seq: number,
-  prev: string,
-  now: number,
-): AuditRecord {
+/** The validated fields of a record before `data` and `prev`, in line order. */
+function recordHead(input: AuditEventInput, project: string, seq: number, now: number): Omit<AuditRecord, 'data' | 'prev'> {
   for (const key of ['event', 'reason', 'actor', 'subject'] as const) {
     const value = input[key]
     if (typeof value !== 'string') throw new KeelError('ERR_USAGE', `audit event: ${key} must be a string`)
@@ -117,7 +108,7 @@ export function buildRecord(
   if (typeof time !== 'number' || !Number.isFinite(time) || Math.abs(time) > 8.64e15) {
     throw new KeelError('ERR_USAGE', 'audit event: time must be milliseconds since the epoch')
   }
-  const record: AuditRecord = {
+  return {
     v: RECORD_VERSION,
     seq,
     time: new Date(time).toISOString(),
@@ -126,20 +117,63 @@ export function buildRecord(
     reason: input.reason,
     actor: input.actor,
     subject: input.subject,
-    prev,
   }
-  if (input.data !== undefined) {
-    if (input.data === null || typeof input.data !== 'object' || Array.isArray(input.data)) {
-      throw new KeelError('ERR_USAGE', 'audit event: data must be a plain object')
-    }
-    // Round-trip so what we store is exactly what JSON can carry (no undefined, functions, cycles).
-    try {
-      record.data = JSON.parse(JSON.stringify(input.data)) as Record<string, unknown>
-    } catch (err) {
-      throw new KeelError('ERR_USAGE', 'audit event: data is not JSON-serializable', { cause: err })
-    }
+}
+
+/** `data` as the JSON that will be stored (no undefined, functions or cycles), if any. */
+function dataJson(input: AuditEventInput): string | undefined {
+  if (input.data === undefined) return undefined
+  if (input.data === null || typeof input.data !== 'object' || Array.isArray(input.data)) {
+    throw new KeelError('ERR_USAGE', 'audit event: data must be a plain object')
   }
+  try {
+    return JSON.stringify(input.data)
+  } catch (err) {
+    throw new KeelError('ERR_USAGE', 'audit event: data is not JSON-serializable', { cause: err })
+  }
+}
+
+/**
+ * Builds the record that follows `prev` (seq and hash of the last line, or 0/genesis).
+ * Throws ERR_USAGE on an event that cannot be stored.
+ */
+export function buildRecord(
+  input: AuditEventInput,
+  project: string,
+  seq: number,
+  prev: string,
+  now: number,
+): AuditRecord {
+  const record: AuditRecord = { ...recordHead(input, project, seq, now), prev }
+  const json = dataJson(input)
+  // Parsed back so what we return is exactly what JSON carries.
+  if (json !== undefined) record.data = JSON.parse(json) as Record<string, unknown>
   return record
+}
+
+/**
+ * `encodeRecord(buildRecord(...))` in one pass, for the log writer: `data` is serialized
+ * once and never parsed back unless the caller asks for the record.
+ */
+export function buildRecordLine(
+  input: AuditEventInput,
+  project: string,
+  seq: number,
+  prev: string,
+  now: number,
+): { line: string; record: () => AuditRecord } {
+  const head = recordHead(input, project, seq, now)
+  const json = dataJson(input)
+  const headJson = JSON.stringify(head)
+  const line = `${headJson.slice(0, -1)}${json === undefined ? '' : `,"data":${json}`},"prev":${JSON.stringify(prev)}}`
+  return {
+    line,
+    record() {
+      const record: AuditRecord = { ...head, prev }
+      if (json !== undefined) record.data = JSON.parse(json) as Record<string, unknown>
+      return record
+    },
+  }
 }
 
 /** Why a line is not a record; `undefined` when it is one. */

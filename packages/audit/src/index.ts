@@ -13,6 +13,7 @@ export {
   MAX_RECORD_BYTES,
   assertProjectName,
   buildRecord,
+  buildRecordLine,
   encodeRecord,
   genesisHash,
   parseRecordLine,

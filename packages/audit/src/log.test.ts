@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { isKeelError } from '@keel/core'
 import { checkChain } from './chain.js'
-import { genesisHash, parseRecordLine, sha256Hex } from './format.js'
+import { buildRecord, buildRecordLine, encodeRecord, genesisHash, parseRecordLine, sha256Hex } from './format.js'
 import { AuditTornTailError, auditLogPath, createAuditSink, openAuditLog, readAuditRecords, repairAuditLog } from './log.js'
 import type { FsyncPolicy } from './log.js'
 
@@ -172,6 +172,24 @@ describe('a log that goes backwards under a running writer', () => {
   })
 })
 
+describe('buildRecordLine', () => {
+  it('makes the same line as encodeRecord(buildRecord(...)), and the same record', () => {
+    const inputs = [
+      ev(1),
+      { ...ev(2), time: 1_700_000_000_123, data: { b: 1, a: 'two', '10': 'ten', '2': 'two', nested: { x: [1, 'é', null, { y: true }] } } },
+      { ...ev(3), data: { when: new Date(0), skip: undefined, f: () => 1, arr: [undefined, 1] } },
+      { ...ev(4), subject: 'quote " backslash \\ newline \n \u2028', data: {} },
+    ]
+    for (const input of inputs) {
+      const built = buildRecordLine(input, 'p', 7, genesisHash('p'), 1_600_000_000_000)
+      const record = buildRecord(input, 'p', 7, genesisHash('p'), 1_600_000_000_000)
+      expect(built.line).toBe(encodeRecord(record))
+      expect(built.record()).toEqual(record)
+      expect(parseRecordLine(built.line)).toEqual({ ok: true, record: JSON.parse(encodeRecord(record)) })
+    }
+  })
+})
+
 describe('deferred durability', () => {
   // Counts fdatasync calls on every FileHandle (the writer's included).
   async function spyDatasync() {
@@ -239,6 +257,22 @@ describe('deferred durability', () => {
     await expect(log.append(ev(2))).rejects.toMatchObject({ code: 'ERR_AUDIT_IO', message: expect.stringContaining('earlier sync of this log failed') })
     await expect(log.append(ev(3))).resolves.toMatchObject({ seq: 3 })
     await log.close()
+  })
+
+  it('inline: a lone synced append syncs on the loop (no thread-pool datasync); queued ones do not', async () => {
+    const datasync = await spyDatasync()
+    const log = openAuditLog({ dir, project: 'p', fsync: 'batch' })
+    await log.append(ev(0))
+    datasync.mockClear()
+    await log.append(ev(1), { inline: true })
+    expect(datasync).not.toHaveBeenCalled()
+    // Two at once: the second queues behind the first, so neither commit may block the loop.
+    await Promise.all([log.append(ev(2), { inline: true }), log.append(ev(3))])
+    expect(datasync).toHaveBeenCalled()
+    await log.close()
+    const chain = await checkChain(auditLogPath(dir, 'p'), 'p')
+    expect(chain.findings).toEqual([])
+    expect(chain.lastSeq).toBe(4)
   })
 
   it('record() on a sink passes the durability through', async () => {

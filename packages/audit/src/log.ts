@@ -29,7 +29,7 @@
  * with {@link AuditTornTailError}. Nothing is dropped or merged silently:
  * {@link repairAuditLog} moves the torn bytes to `<log>.torn-<offset>` and truncates.
  */
-import { readSync, statSync, writeSync } from 'node:fs'
+import { fdatasyncSync, readSync, statSync, writeSync } from 'node:fs'
 import { mkdir, open, writeFile } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
@@ -38,8 +38,7 @@ import type { GovernanceEventInput, GovernanceSink, RecordOptions } from '@keel/
 import {
   MAX_RECORD_BYTES,
   assertProjectName,
-  buildRecord,
-  encodeRecord,
+  buildRecordLine,
   genesisHash,
   parseRecordLine,
   sha256Hex,
@@ -78,6 +77,12 @@ export interface AppendOptions {
    * `deferredSyncMs` (policy `batch`; `always` still syncs each record).
    */
   durability?: 'sync' | 'deferred'
+  /**
+   * Nothing else waits on this event loop: when this append's commit needs a sync and no
+   * other append is queued, the sync runs on the loop itself (fdatasync without a
+   * thread-pool hand-off). See RecordOptions.inline in @keel/core.
+   */
+  inline?: boolean
 }
 
 /** The head of a chain: seq 0 and the genesis hash for an empty log. */
@@ -112,7 +117,10 @@ export function auditLogPath(dir: string, project: string): string {
 interface Pending {
   input: AuditEventInput
   deferred: boolean
-  resolve: (r: ChainedRecord) => void
+  inline: boolean
+  /** False for GovernanceSink.record(), which discards the record: it is not built then. */
+  wantRecord: boolean
+  resolve: (r: ChainedRecord | undefined) => void
   reject: (e: unknown) => void
 }
 
@@ -121,12 +129,26 @@ interface KnownTail {
   ino: number
   size: number
   hash: string
-  record: AuditRecord
+  seq: number
   /** The exact bytes of the last line, newline included. */
   line: Buffer
 }
 
 type Job = { kind: 'append'; items: Pending[] } | { kind: 'fn'; run: () => Promise<void> }
+
+/** Where a chain ends: the last record's seq and hash (0 and genesis when empty), and the file size. */
+interface ChainEnd {
+  seq: number
+  hash: string
+  size: number
+}
+
+/** The chain end a tail shows; throws {@link AuditTornTailError} for a torn or malformed tail. */
+function endOf(path: string, project: string, tail: Tail): ChainEnd {
+  const bad = tailError(path, tail)
+  if (bad) throw bad
+  return tail.kind === 'record' ? { seq: tail.record.seq, hash: tail.hash, size: tail.size } : { seq: 0, hash: genesisHash(project), size: 0 }
+}
 
 function tailError(path: string, tail: Tail): AuditTornTailError | undefined {
   if (tail.kind === 'torn') return new AuditTornTailError(path, tail.torn.offset, tail.torn.length, 'torn last line (no newline)')
@@ -169,9 +191,9 @@ class Writer {
     this.locker = createFileLocker(this.lockPath, { timeoutMs: lockTimeoutMs })
   }
 
-  append(input: AuditEventInput, deferred: boolean): Promise<ChainedRecord> {
+  append(input: AuditEventInput, opts: AppendOptions | undefined, wantRecord: boolean): Promise<ChainedRecord | undefined> {
     return new Promise((resolve, reject) => {
-      this.jobs.push({ input, deferred, resolve, reject })
+      this.jobs.push({ input, deferred: opts?.durability === 'deferred', inline: opts?.inline === true, wantRecord, resolve, reject })
       this.kick()
     })
   }
@@ -315,52 +337,49 @@ class Writer {
     return fh
   }
 
-  /** The tail this writer wrote last, if the file still ends with exactly it. */
-  private knownTail(fh: FileHandle): Tail | undefined {
+  /** The end of the chain: what this writer wrote last if the file still ends with exactly it, else read from the file. */
+  private async chainEnd(fh: FileHandle): Promise<ChainEnd> {
     const k = this.known
-    if (!k || k.ino !== this.ino || k.size !== this.size) return undefined
-    const now = Buffer.allocUnsafe(k.line.length)
-    if (readSync(fh.fd, now, 0, now.length, k.size - now.length) !== now.length || !now.equals(k.line)) return undefined
-    return { kind: 'record', record: k.record, hash: k.hash, offset: k.size - k.line.length, size: k.size }
+    if (k && k.ino === this.ino && k.size === this.size) {
+      const now = Buffer.allocUnsafe(k.line.length)
+      if (readSync(fh.fd, now, 0, now.length, k.size - now.length) === now.length && now.equals(k.line)) return { seq: k.seq, hash: k.hash, size: k.size }
+    }
+    return endOf(this.path, this.project, await readTail(fh))
   }
 
   /** Writes the items that make valid records; returns each item's record or its own error. */
-  private async commit(items: readonly Pending[]): Promise<Array<ChainedRecord | Error>> {
+  private async commit(items: readonly Pending[]): Promise<Array<ChainedRecord | Error | undefined>> {
     if (this.syncError) {
       const err = this.syncError
       this.syncError = undefined
       throw new KeelError('ERR_AUDIT_IO', `${this.path}: an earlier sync of this log failed (${err.message}); records written since may not be on disk`, { cause: err })
     }
     const fh = (await this.handle(true))!
-    const tail = this.knownTail(fh) ?? (await readTail(fh))
-    const bad = tailError(this.path, tail)
-    if (bad) throw bad
-    this.checkNotBehind(tail)
-    let seq = tail.kind === 'record' ? tail.record.seq : 0
-    let prev = tail.kind === 'record' ? tail.hash : genesisHash(this.project)
-    const size = tail.kind === 'record' ? tail.size : 0
-    const results: Array<ChainedRecord | Error> = []
+    const end = await this.chainEnd(fh)
+    this.checkNotBehind(end)
+    let seq = end.seq
+    let prev = end.hash
+    const size = end.size
+    const results: Array<ChainedRecord | Error | undefined> = []
     const lines: string[] = []
-    let last: { record: AuditRecord; line: string } | undefined
+    let last: { record: () => AuditRecord; line: string } | undefined
     let needsSync = false
     for (const item of items) {
-      let record: AuditRecord
-      let line: string
+      let built: { line: string; record: () => AuditRecord }
       try {
         // Checked here, per item, so one bad event cannot fail the rest of its group.
-        record = buildRecord(item.input, this.project, seq + 1, prev, this.clock())
-        line = encodeRecord(record)
-        const bytes = Buffer.byteLength(line)
+        built = buildRecordLine(item.input, this.project, seq + 1, prev, this.clock())
+        const bytes = Buffer.byteLength(built.line)
         if (bytes > MAX_RECORD_BYTES) throw new KeelError('ERR_USAGE', `audit event too large (${bytes} bytes; limit ${MAX_RECORD_BYTES})`)
       } catch (err) {
         results.push(err as Error)
         continue
       }
       seq++
-      prev = sha256Hex(line)
-      lines.push(line, '\n')
-      last = { record, line }
-      results.push({ ...record, hash: prev })
+      prev = sha256Hex(built.line)
+      lines.push(built.line, '\n')
+      last = built
+      results.push(item.wantRecord ? { ...built.record(), hash: prev } : undefined)
       if (!item.deferred) needsSync = true
     }
     if (last === undefined) return results
@@ -372,7 +391,9 @@ class Writer {
       for (let i = 0; written < bytes.length && i < 1000; i++) written += writeSync(fh.fd, bytes, written, bytes.length - written, null)
       if (written < bytes.length) throw new Error(`short write (${written} of ${bytes.length} bytes)`)
       if (this.fsync === 'always' || (this.fsync === 'batch' && needsSync)) {
-        await fh.datasync()
+        // Inline only when every caller said nothing else waits and nobody queued behind.
+        if (this.jobs.length === 0 && items.some((i) => i.inline) && items.every((i) => i.inline || i.deferred)) fdatasyncSync(fh.fd)
+        else await fh.datasync()
         this.clearDeferred() // that sync covered every deferred record before it too
       } else if (this.fsync === 'batch') {
         this.scheduleDeferredSync()
@@ -385,7 +406,7 @@ class Writer {
       throw new KeelError('ERR_AUDIT_IO', `${this.path}: append failed: ${(err as Error).message}`, { cause: err })
     }
     this.seen = { seq, hash: prev }
-    this.known = { ino: this.ino, size: size + bytes.length, hash: prev, record: last.record, line: Buffer.from(last.line + '\n', 'utf8') }
+    this.known = { ino: this.ino, size: size + bytes.length, hash: prev, seq, line: Buffer.from(last.line + '\n', 'utf8') }
     return results
   }
 
@@ -394,14 +415,13 @@ class Writer {
    * a different record at the seq we saw): someone truncated or replaced it, and appending
    * would start a new, innocent-looking chain on top.
    */
-  checkNotBehind(tail: Tail): void {
+  checkNotBehind(end: { seq: number; hash: string }): void {
     const seen = this.seen
     if (!seen) {
-      if (tail.kind === 'record') this.seen = { seq: tail.record.seq, hash: tail.hash }
+      if (end.seq > 0) this.seen = { seq: end.seq, hash: end.hash }
       return
     }
-    const seq = tail.kind === 'record' ? tail.record.seq : 0
-    const hash = tail.kind === 'record' ? tail.hash : genesisHash(this.project)
+    const { seq, hash } = end
     if (seq < seen.seq || (seq === seen.seq && hash !== seen.hash)) {
       throw new KeelError(
         'ERR_AUDIT_IO',
@@ -483,31 +503,23 @@ export function openAuditLog(options: AuditLogOptions): AuditLog {
   const w = writer
   const project = options.project
   let closed = false
-  const append = async (input: AuditEventInput, opts?: AppendOptions): Promise<ChainedRecord> => {
-    if (closed) throw new KeelError('ERR_AUDIT_IO', `${path}: log is closed`)
-    return w.append(input, opts?.durability === 'deferred')
+  const enqueue = (input: AuditEventInput, opts: AppendOptions | undefined, wantRecord: boolean): Promise<ChainedRecord | undefined> => {
+    if (closed) return Promise.reject(new KeelError('ERR_AUDIT_IO', `${path}: log is closed`))
+    return w.append(input, opts, wantRecord)
   }
   return {
     path,
     project,
     fsync,
-    append,
+    append: async (input, opts) => (await enqueue(input, opts, true))!,
     async record(event, opts) {
-      await append(event, opts)
+      await enqueue(event, opts, false)
     },
     head() {
       return w.exclusive(async (fh) => {
-        if (!fh) {
-          w.checkNotBehind({ kind: 'empty' })
-          return { project, seq: 0, hash: genesisHash(project) }
-        }
-        const tail = await readTail(fh)
-        const bad = tailError(path, tail)
-        if (bad) throw bad
-        w.checkNotBehind(tail)
-        return tail.kind === 'record'
-          ? { project, seq: tail.record.seq, hash: tail.hash }
-          : { project, seq: 0, hash: genesisHash(project) }
+        const end = fh ? endOf(path, project, await readTail(fh)) : { seq: 0, hash: genesisHash(project) }
+        w.checkNotBehind(end)
+        return { project, seq: end.seq, hash: end.hash }
       })
     },
     async close() {
@@ -556,7 +568,7 @@ export function createAuditSink(options: AuditSinkOptions): AuditSink {
     log,
     append: (event, opts) => log(event.project).append(event, opts),
     async record(event, opts) {
-      await log(event.project).append(event, opts)
+      await log(event.project).record(event, opts)
     },
     async close() {
       const all = [...logs.values()]

@@ -28,7 +28,8 @@ export async function serveCommand(options: DispatcherServeOptions, signal?: Abo
   const config = await readDispatcherConfig(options.config)
   let dispatcher: Dispatcher | undefined
   const logger = createJsonLogger((line) => process.stderr.write(line), () => dispatcher?.credentials.secrets() ?? [])
-  dispatcher = await createDispatcher({ config, logger })
+  // Serving calls is all this process does: a lone call may sync its audit record inline.
+  dispatcher = await createDispatcher({ config, logger, ownsEventLoop: true })
   const host = options.host ?? config.listen.host
   const port = options.port ?? config.listen.port
   const served = await serveDispatcher(dispatcher.app, { host, port })

@@ -8,7 +8,7 @@ import { createMiddleware } from 'hono/factory'
 import type { MiddlewareHandler } from 'hono'
 import { DispatchReason } from '@keel/core'
 import { DispatchError } from '../errors.js'
-import type { Env, Runtime } from '../env.js'
+import type { Env, RequestHeaders, Runtime } from '../env.js'
 
 /** Client headers forwarded upstream. Everything else is dropped. */
 export const FORWARD_HEADERS: ReadonlySet<string> = new Set([
@@ -25,7 +25,7 @@ export const FORWARD_HEADERS: ReadonlySet<string> = new Set([
 const FORWARD_PREFIXES = ['x-stainless-']
 
 /** The client headers that would be forwarded, before the credential is added. */
-export function forwardedHeaders(headers: Headers): Record<string, string> {
+export function forwardedHeaders(headers: RequestHeaders): Record<string, string> {
   const out: Record<string, string> = {}
   headers.forEach((value, name) => {
     if (FORWARD_HEADERS.has(name) || FORWARD_PREFIXES.some((p) => name.startsWith(p))) out[name] = value

@@ -97,7 +97,7 @@ export async function holdForAttestation(runtime: Runtime, call: CallContext, de
 }
 
 /** Acts on a decision: returns on allow (or approved challenge), throws otherwise. */
-export async function enforceDecision(runtime: Runtime, call: CallContext, decision: PermitDecision, signal: AbortSignal | undefined): Promise<void> {
+export async function enforceDecision(runtime: Runtime, call: CallContext, decision: PermitDecision, signal: (() => AbortSignal) | undefined): Promise<void> {
   const data = decision.rule === undefined ? {} : { rule: decision.rule }
   switch (decision.outcome) {
     case 'allow':
@@ -111,7 +111,8 @@ export async function enforceDecision(runtime: Runtime, call: CallContext, decis
         data: { ...data, retryAfterSeconds: decision.retryAfterSeconds },
       })
     case 'challenge':
-      return holdForAttestation(runtime, call, decision, signal)
+      // The signal is made only here: an AbortController per call is not free.
+      return holdForAttestation(runtime, call, decision, signal?.())
     default: {
       const _exhaustive: never = decision.outcome
       return _exhaustive
@@ -126,7 +127,7 @@ export function permit(options: PermitOptions): MiddlewareHandler<Env> {
     if (call.permit === undefined) {
       const decision = decide(runtime, call)
       call.decision = decision
-      await enforceDecision(runtime, call, decision, call.signal)
+      await enforceDecision(runtime, call, decision, () => call.signal)
     }
     await next()
   })

@@ -17,10 +17,11 @@
  * `x-keel-binding-key` are read, with the config defaults.
  */
 import { createMiddleware } from 'hono/factory'
+import type { IncomingMessage } from 'node:http'
 import type { Context, MiddlewareHandler } from 'hono'
 import { DispatchReason } from '@keel/core'
 import { DispatchError } from '../errors.js'
-import type { CallContext, Env, Runtime } from '../env.js'
+import type { CallContext, Env, RequestHeaders, Runtime } from '../env.js'
 import { collectStrings } from '../firewall/detectors.js'
 import { originOfIncoming } from '../origin.js'
 import { sha256Hex } from '../permits/sign.js'
@@ -32,6 +33,7 @@ export const MAX_BODY_BYTES = 32 * 1024 * 1024
 const IDENTITY_RE = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/
 const ATTR_PREFIX = 'x-keel-attr-'
 const ATTR_VALUE_MAX = 256
+const WORKFLOW_HEADERS: ReadonlySet<string> = new Set(['x-keel-data-class', 'x-keel-program', 'x-keel-export-control', 'x-keel-priority'])
 
 export interface RequestContextOptions {
   runtime: Runtime
@@ -65,7 +67,7 @@ function hostOnly(host: string | undefined): string | undefined {
   return host.replace(/:\d+$/, '').replace(/\.$/, '').toLowerCase()
 }
 
-function selectProvider(runtime: Runtime, format: WireFormat, boundName: string | undefined, headers: Headers): ProviderConfig {
+function selectProvider(runtime: Runtime, format: WireFormat, boundName: string | undefined, headers: RequestHeaders): ProviderConfig {
   const providers = runtime.config.providers
   if (boundName !== undefined) {
     const name = hostOnly(boundName)!
@@ -116,12 +118,17 @@ function identity(value: string | null | undefined, fallback: string, what: stri
   return value
 }
 
-function workflowAttributes(headers: Headers): Pick<PermitAttributes, 'dataClass' | 'program' | 'exportControl' | 'priority' | 'attributes'> {
+function workflowAttributes(headers: RequestHeaders): Pick<PermitAttributes, 'dataClass' | 'program' | 'exportControl' | 'priority' | 'attributes'> {
   const attributes: Record<string, string> = {}
   const out: Pick<PermitAttributes, 'dataClass' | 'program' | 'exportControl' | 'priority' | 'attributes'> = { attributes }
   headers.forEach((value, name) => {
     if (!name.startsWith('x-keel-')) return
     const v = value.trim().slice(0, ATTR_VALUE_MAX)
+    // A repeated header arrives joined with commas: "public, CUI" would match no rule for
+    // CUI. A workflow attribute has one value, so fail closed rather than guess.
+    if (v.includes(',') && (WORKFLOW_HEADERS.has(name) || name.startsWith(ATTR_PREFIX))) {
+      throw new DispatchError(DispatchReason.REQUEST_UNEVALUABLE, `keel could not evaluate this call: ${name} has more than one value ("${v.slice(0, 64)}"); send the header once, with one value.`, { status: 400 })
+    }
     if (name === 'x-keel-data-class') out.dataClass = v
     else if (name === 'x-keel-program') out.program = v
     else if (name === 'x-keel-export-control') out.exportControl = v
@@ -138,16 +145,70 @@ function workflowAttributes(headers: Headers): Pick<PermitAttributes, 'dataClass
 async function readBody(c: Context<Env>): Promise<Uint8Array> {
   const incoming = c.env?.incoming
   if (incoming && !incoming.readableEnded && incoming.readable) {
-    const chunks: Buffer[] = []
-    let size = 0
-    for await (const chunk of incoming as AsyncIterable<Buffer>) {
-      size += chunk.byteLength
-      if (size > MAX_BODY_BYTES) throw new DispatchError(DispatchReason.REQUEST_UNEVALUABLE, 'request body too large', { status: 413 })
-      chunks.push(chunk)
-    }
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+    // Events, not `for await`: an async iterator per request costs more than the read.
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const chunks: Buffer[] = []
+      let size = 0
+      const onData = (chunk: Buffer): void => {
+        size += chunk.byteLength
+        if (size > MAX_BODY_BYTES) {
+          cleanup()
+          incoming.pause()
+          reject(bodyTooLarge(c))
+          return
+        }
+        chunks.push(chunk)
+      }
+      const onEnd = (): void => {
+        cleanup()
+        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+      }
+      const onError = (err: Error): void => {
+        cleanup()
+        reject(err)
+      }
+      const onClose = (): void => onError(new Error('client closed the connection before the request body ended'))
+      const cleanup = (): void => {
+        incoming.off('data', onData)
+        incoming.off('end', onEnd)
+        incoming.off('error', onError)
+        incoming.off('close', onClose)
+      }
+      incoming.on('data', onData)
+      incoming.once('end', onEnd)
+      incoming.once('error', onError)
+      incoming.once('close', onClose)
+    })
   }
   return new Uint8Array(await c.req.arrayBuffer())
+}
+
+/**
+ * The 413 for a body over MAX_BODY_BYTES. keel reads no more of it: the response goes out
+ * with Connection: close, and the connection closes after it.
+ */
+function bodyTooLarge(c: Context<Env>): DispatchError {
+  const outgoing = c.env?.outgoing
+  if (outgoing) outgoing.shouldKeepAlive = false
+  return new DispatchError(DispatchReason.REQUEST_UNEVALUABLE, `request body too large (limit ${MAX_BODY_BYTES} bytes)`, { status: 413 })
+}
+
+/** A RequestHeaders view of node's parsed headers (already lower-case; repeats joined as fetch does). */
+function nodeHeaders(incoming: IncomingMessage): RequestHeaders {
+  const h = incoming.headers
+  const value = (v: string | string[]): string => (Array.isArray(v) ? v.join(', ') : v)
+  return {
+    get(name) {
+      const v = h[name.toLowerCase()]
+      return v === undefined ? null : value(v)
+    },
+    forEach(fn) {
+      for (const name of Object.keys(h)) {
+        const v = h[name]
+        if (v !== undefined) fn(value(v), name)
+      }
+    },
+  }
 }
 
 /**
@@ -202,7 +263,8 @@ export function requestContext(options: RequestContextOptions): MiddlewareHandle
     const { format, route } = found
     c.set('format', format)
     const adapter = ADAPTERS[format]
-    const headers = c.req.raw.headers
+    const incoming = c.env?.incoming
+    const headers = incoming ? nodeHeaders(incoming) : c.req.raw.headers
     const origin = originOfIncoming(c.env?.incoming)
     const provider = selectProvider(runtime, format, origin?.boundName, headers)
     if (provider.format !== format) {
@@ -211,9 +273,9 @@ export function requestContext(options: RequestContextOptions): MiddlewareHandle
     const endpoints = orderEndpoints(provider, headers.get('x-keel-upstream'))
 
     const declared = Number(headers.get('content-length') ?? '0')
-    if (declared > MAX_BODY_BYTES) throw new DispatchError(DispatchReason.REQUEST_UNEVALUABLE, 'request body too large', { status: 413 })
+    if (declared > MAX_BODY_BYTES) throw bodyTooLarge(c)
     const raw = await readBody(c)
-    if (raw.byteLength > MAX_BODY_BYTES) throw new DispatchError(DispatchReason.REQUEST_UNEVALUABLE, 'request body too large', { status: 413 })
+    if (raw.byteLength > MAX_BODY_BYTES) throw bodyTooLarge(c)
     let body: unknown
     try {
       body = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw))

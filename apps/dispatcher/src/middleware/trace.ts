@@ -1,7 +1,7 @@
 /**
  * Outermost middleware of a managed call: one span through @opentelemetry/api (a no-op
  * until the CLI registers an SDK) and one canonical log line per call carrying its reason
- * (STYLE §6). The span covers the decision and the upstream response headers; a stream's
+ * (STYLE §6), written just after the response is handed over. The span covers the decision and the upstream response headers; a stream's
  * completion is recorded by the `dispatch.completed` governance event.
  */
 import { createMiddleware } from 'hono/factory'
@@ -26,10 +26,16 @@ export function trace(options: TraceOptions): MiddlewareHandler<Env> {
     const started = performance.now()
     await withSpan(name, {}, async (span) => {
       c.set('span', span)
-      await next()
+      runtime.calls.inFlight++
+      try {
+        await next()
+      } finally {
+        runtime.calls.inFlight--
+      }
       try {
         const call = c.get('call') as Env['Variables']['call'] | undefined
-        const reason = c.res.headers.get(REASON_HEADER) ?? (c.res.ok ? DispatchReason.PERMIT_ALLOWED : 'unknown')
+        const outcome = c.get('outcome') as Env['Variables']['outcome']
+        const reason = outcome?.reason ?? c.res.headers.get(REASON_HEADER) ?? (c.res.ok ? DispatchReason.PERMIT_ALLOWED : 'unknown')
         const verdict = c.res.ok && reason === DispatchReason.PERMIT_ALLOWED ? 'allow' : 'deny'
         span.setAttribute(ATTR.reason, reason)
         span.setAttribute(ATTR.verdict, verdict)
@@ -42,7 +48,7 @@ export function trace(options: TraceOptions): MiddlewareHandler<Env> {
           if (call.permit) span.setAttribute('keel.permit.id', call.permit.claims.jti)
         }
         if (verdict === 'deny') span.setStatus({ code: SpanStatusCode.ERROR, message: reason })
-        runtime.logger.info('dispatch', {
+        const line = {
           [LOG_FIELD.reason]: reason,
           [LOG_FIELD.status]: c.res.status,
           [LOG_FIELD.durationMs]: Math.round((performance.now() - started) * 100) / 100,
@@ -53,10 +59,13 @@ export function trace(options: TraceOptions): MiddlewareHandler<Env> {
                 [LOG_FIELD.model]: call.facts.model,
                 [LOG_FIELD.project]: call.attrs.project,
                 [LOG_FIELD.agent]: call.attrs.agent,
-                [LOG_FIELD.permitId]: c.res.headers.get('x-keel-permit-id') ?? undefined,
+                [LOG_FIELD.permitId]: outcome ? outcome.permitId : (c.res.headers.get('x-keel-permit-id') ?? undefined),
               }
             : {}),
-        })
+        }
+        // Written once the response is on its way: serializing and writing the line is not
+        // part of the call.
+        setImmediate(() => runtime.logger.info('dispatch', line))
       } catch {
         // Telemetry never breaks the call.
       }

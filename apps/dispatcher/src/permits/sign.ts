@@ -8,7 +8,8 @@
  * the endpoint it was issued for, and signed constraints (provider, route, model, max
  * output tokens, agent, project).
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign, verify, type KeyObject } from 'node:crypto'
+import { sha256Hex } from '@keel/audit'
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign, verify, type KeyObject } from 'node:crypto'
 import { DispatchReason } from '@keel/core'
 import type { RouteKind } from '../types.js'
 
@@ -57,7 +58,7 @@ export interface PermitSigner {
   verify(token: string, now: number): VerifyResult
 }
 
-export const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex')
+export { sha256Hex }
 
 const b64url = (buf: Uint8Array | string): string => Buffer.from(buf).toString('base64url')
 
@@ -144,5 +145,5 @@ export function createPermitSigner(privateKey?: string | KeyObject): PermitSigne
  * values, newline-separated.
  */
 export function bindingDigest(permitId: string, requestSha256: string, endpoint: string, bindingKeySha256: string): string {
-  return createHash('sha256').update(`${permitId}\n${requestSha256}\n${endpoint}\n${bindingKeySha256}`).digest('base64url')
+  return Buffer.from(sha256Hex(`${permitId}\n${requestSha256}\n${endpoint}\n${bindingKeySha256}`), 'hex').toString('base64url')
 }
