@@ -8,7 +8,7 @@
 //   3. bulk: one download of /bytes/<n> (256 MiB by default) per process, over HTTPS and
 //      over plain HTTP, several repetitions, MB/s seen by the agent.
 //
-//   npm run build && node bench/sandbox/index.mjs [--write] [--startup-runs 30] [--requests 1000]
+//   npm run build && node bench/sandbox/index.mjs [--write] [--startup-runs 30] [--requests 1000] [--latency-rounds 5]
 //                                                 [--bulk-mib 256] [--bulk-reps 5] [--no-srt]
 //                                                 [--baseline <other build>/apps/cli/bin/keel.js [--baseline-label <text>]]
 //
@@ -56,6 +56,7 @@ const num = (name, dflt, max) => {
 }
 const STARTUP_RUNS = num('startup-runs', 30, 200)
 const REQUESTS = num('requests', 1000, 20_000)
+const LATENCY_ROUNDS = num('latency-rounds', 5, 50)
 const BULK_MIB = num('bulk-mib', 256, 4096)
 const BULK_REPS = num('bulk-reps', 5, 20)
 const WRITE = argv.includes('--write')
@@ -294,7 +295,7 @@ spec:
     return srt(agent(mode, '--scheme', scheme, '--proxy-env', '--host', address, '--port', port, ...commonTls, ...extra))
   }
 
-  const results = { machine: machine(), startedAt: startedAt.toISOString(), loadStart, settings: { STARTUP_RUNS, REQUESTS, BULK_MIB, BULK_REPS } }
+  const results = { machine: machine(), startedAt: startedAt.toISOString(), loadStart, settings: { STARTUP_RUNS, REQUESTS, LATENCY_ROUNDS, BULK_MIB, BULK_REPS } }
   results.keelBundled = { start: keelBundleCurrent() }
   if (!results.keelBundled.start) console.error('bench/sandbox: keel is not running from its bundle (run `npm run build`); start-up figures will be those of the unbundled modules')
 
@@ -318,15 +319,20 @@ spec:
   )
   for (const v of variants) results.startup[v].addedMedian = results.startup[v].median - results.startup.direct.median
 
-  // 2. Per-connection HTTPS latency: one agent run of REQUESTS sequential GETs per path
-  // (for keel: one `keel run` whose agent makes them all), after 20 untimed ones.
-  console.error(`https latency: ${REQUESTS} sequential GETs per path, each on a new connection`)
+  // 2. Per-connection HTTPS latency: REQUESTS sequential GETs per path, in LATENCY_ROUNDS
+  // rounds that visit every path in turn (so drift on this shared machine hits all paths
+  // alike); each round is one agent run per path (for keel: one `keel run` whose agent
+  // makes them all), after 20 untimed GETs.
+  const perRound = Math.ceil(REQUESTS / LATENCY_ROUNDS)
+  console.error(`https latency: ${perRound * LATENCY_ROUNDS} sequential GETs per path in ${LATENCY_ROUNDS} rounds, each on a new connection`)
   const latency = Object.fromEntries(pathVariants.map((v) => [v, { samples: [] }]))
-  for (const v of pathVariants) {
-    checkDeadline()
-    const o = await agentRun(agentFor(v, 'latency', 'https', ['--count', String(REQUESTS), '--warmup', '20']), { phase: 'https latency', variant: v }, failures, 180_000)
-    latency[v].samples.push(...o.samples)
-    if (o.lookupMs !== undefined) latency[v].lookupMs = o.lookupMs
+  for (let round = 0; round < LATENCY_ROUNDS; round++) {
+    for (const v of pathVariants) {
+      checkDeadline()
+      const o = await agentRun(agentFor(v, 'latency', 'https', ['--count', String(perRound), '--warmup', '20']), { phase: 'https latency', variant: v }, failures, 180_000)
+      latency[v].samples.push(...o.samples)
+      if (o.lookupMs !== undefined) latency[v].lookupMs = o.lookupMs
+    }
   }
   results.latency = {}
   for (const v of pathVariants) {
@@ -456,7 +462,7 @@ function tables(r) {
     const s = r.startup[v]
     lines.push(`| ${startupName[v]} | ${f1(s.median)} | ${f1(s.p10)} | ${f1(s.p90)} | ${v === 'direct' ? '–' : f1(s.addedMedian)} |`)
   }
-  lines.push('', `HTTPS, one request per new connection (${r.latency.direct.requests} sequential GETs of 64 bytes each in one agent run per path, after 20 untimed; timed in the agent):`, '')
+  lines.push('', `HTTPS, one request per new connection (${r.latency.direct.requests} sequential GETs of 64 bytes each per path, in ${r.settings.LATENCY_ROUNDS} rounds of one agent run per path, each after 20 untimed; timed in the agent):`, '')
   lines.push('| path | median ms | p90 ms | p99 ms | added median ms | added p90 ms | added p99 ms |', '|---|---:|---:|---:|---:|---:|---:|')
   for (const v of pathVariants) {
     const l = r.latency[v]
