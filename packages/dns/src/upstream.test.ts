@@ -32,6 +32,21 @@ describe('UpstreamResolver (against the fake world)', () => {
     expect(world.dns.count('api.allowed.test')).toBe(2) // one A, one AAAA
   })
 
+  it('resolveCached answers from the cache only, both families fresh, and never asks upstream', async () => {
+    world.dns.reset()
+    const fresh = new UpstreamResolver({ servers: `127.0.0.1:${world.dnsPort}`, now: () => clock, timeoutMs: 300 })
+    expect(fresh.resolveCached('api.allowed.test')).toBeUndefined()
+    expect(await fresh.resolve('api.allowed.test')).toEqual(['127.0.0.2', '::1'])
+    expect(fresh.resolveCached('API.allowed.test.')).toEqual(['127.0.0.2', '::1'])
+    expect(world.dns.count('api.allowed.test')).toBe(2)
+    // A short-lived answer: once it expires, the cached answer is gone with it.
+    const short = await fresh.resolve('short-ttl.test')
+    expect(fresh.resolveCached('short-ttl.test')).toEqual(short)
+    clock += 1500
+    expect(fresh.resolveCached('short-ttl.test')).toBeUndefined()
+    expect(world.dns.count('api.allowed.test')).toBe(2)
+  })
+
   it('honours the TTL: a 1 s answer is asked again after it expires', async () => {
     world.dns.reset()
     const first = await upstream.query('short-ttl.test', 'A')

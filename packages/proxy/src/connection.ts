@@ -137,6 +137,8 @@ export interface ConnectionDeps {
   decide(args: DecideArgs): Decision
   checkResolved(args: CheckResolvedArgs): Decision
   resolve: Resolve
+  /** The answer `resolve` would give, when it is cached; `undefined` sends the lookup to `resolve`. */
+  resolveCached?: (name: string) => readonly string[] | undefined
   connect?: Connect
   onDispatcher?: DispatcherHook
   now(): number
@@ -550,6 +552,8 @@ class Connection {
     name: string,
   ): Promise<{ ok: true; addresses: string[] } | { ok: false; reason: Reason; detail: string }> {
     const { deps } = this
+    const cached = deps.resolveCached?.(name)
+    if (cached !== undefined && cached.length > 0) return { ok: true, addresses: [...cached] }
     const ac = new AbortController()
     const onAbort = (): void => ac.abort(new Error('connection aborted'))
     this.controller.signal.addEventListener('abort', onAbort, { once: true })

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { Reason, type Decision } from '@keel/core'
 import { classifyFirstBytes, type FirstBytes } from './first-bytes.js'
+import { domainToASCII } from 'node:url'
 import { decideDestination, normalizeName, verifyFirstBytes, vetResolved } from './decide-connection.js'
 import { craftedHello, echExt, sniExt } from './test-helpers/tls-fixtures.js'
 import { AGENT } from './test-helpers/world.js'
@@ -107,4 +108,13 @@ describe('normalizeName', () => {
     ['bücher.example', 'xn--bcher-kva.example'],
     ['a.test', 'a.test'],
   ])('%s → %s', (a, b) => expect(normalizeName(a)).toBe(b))
+
+  it('the lower-case LDH fast path gives what domainToASCII gives', () => {
+    const names = ['a.test', 'api.openai.com.', 'a..b', '-x-.test', '0.1.2.3', 'xn--bcher-kva.example', 'xn--invalid-.test', 'a-b.c-d.e', '']
+    for (const n of names) {
+      const bare = n.endsWith('.') ? n.slice(0, -1) : n
+      const ascii = domainToASCII(bare)
+      expect(normalizeName(n), n).toBe((ascii === '' ? bare : ascii).toLowerCase())
+    }
+  })
 })

@@ -122,8 +122,13 @@ export function verifyFirstBytes(
 }
 
 /** Compare names as DNS does: ASCII (A-labels), lowercase, without a trailing dot. */
+const LDH_LOWER = /^[a-z0-9.-]*$/
+
 export function normalizeName(name: string): string {
   const bare = name.endsWith('.') ? name.slice(0, -1) : name
+  // The common case, a lower-case LDH name without punycode, is already its own ASCII
+  // form: skip domainToASCII (a URL-parser call on every connection).
+  if (LDH_LOWER.test(bare) && !bare.includes('xn--')) return bare
   const ascii = domainToASCII(bare)
   return (ascii === '' ? bare : ascii).toLowerCase()
 }

@@ -122,6 +122,25 @@ describe('hostname routes over TLS', () => {
     expect((await w.waitEvents(1))[0]).toMatchObject({ verdict: 'allow', reason: Reason.ALLOWED })
   })
 
+  it('takes a cached answer (resolveCached) without a lookup', async () => {
+    const up = await upstream(startHttps(cert))
+    const cache: Record<string, string[]> = { 'allowed.test': ['127.0.0.1'] }
+    const w = await world({
+      names: { 'allowed.test': {} },
+      bindings: { [SYNTH(1)]: 'allowed.test' },
+      destinations: { '*': { address: SYNTH(1), port: up.port } },
+      resolveCached: (name) => cache[name],
+    })
+    expect(await httpsGet(w.port, 'allowed.test')).toEqual({ status: 200, body: 'hello allowed.test' })
+    const [e] = await w.waitEvents(1)
+    expect(e).toMatchObject({ verdict: 'allow', address: '127.0.0.1' })
+    expect(w.resolved).toEqual([])
+    // Not cached: the lookup goes to resolve() as before.
+    delete cache['allowed.test']
+    expect(await httpsGet(w.port, 'allowed.test')).toEqual({ status: 200, body: 'hello allowed.test' })
+    expect(w.resolved).toEqual(['allowed.test'])
+  })
+
   it('denies an SNI mismatch with unrecognized_name and never dials', async () => {
     const up = await upstream(startHttps(cert))
     const w = await world({

@@ -53,6 +53,8 @@ export interface ProxyOptions {
   checkResolved: (args: CheckResolvedArgs) => Decision
   /** keel's own upstream resolution (never the agent's). */
   resolve: Resolve
+  /** Its cached answer for a name, if any, without a promise (see ConnectionDeps). */
+  resolveCached?: (name: string) => readonly string[] | undefined
   sink?: DecisionSink
   logger?: Logger
   /** Clock for event times (ms since the epoch). Default `Date.now`. */
@@ -142,6 +144,7 @@ export function createProxy(options: ProxyOptions): Proxy {
     decide: options.decide,
     checkResolved: options.checkResolved,
     resolve: options.resolve,
+    ...(options.resolveCached === undefined ? {} : { resolveCached: options.resolveCached }),
     now,
     limits,
     opaque: options.opaque ?? 'allow',

@@ -213,6 +213,7 @@ export async function runSandbox(options: SandboxOptions): Promise<SandboxResult
       decide: (args) => policy.decide(args),
       checkResolved: (args) => policy.checkResolved(args),
       resolve: upstream.resolve,
+      resolveCached: upstream.resolveCached,
       sink,
       logger,
       now,
