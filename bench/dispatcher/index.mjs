@@ -317,7 +317,7 @@ function writeSection(r) {
       ? `${what} adds less median latency than Portkey (${r.addedP50[name]} ms vs ${r.addedP50.portkey} ms): target met.`
       : `${what} adds MORE median latency than Portkey (${r.addedP50[name]} ms vs ${r.addedP50.portkey} ms): target missed.`
   const verdict = s.portkey
-    ? `${compare('keel', 'keel with its durable audit log (the default)')} ${compare('keelNoSync', 'Like for like (Portkey keeps no audit log), keel with the audit fsync off')} The difference between the two keel rows is the fdatasync of this VM's disk, which every governed call waits for so that no call leaves unrecorded.`
+    ? `${compare('keel', 'keel with its durable audit log (the default)')} ${compare('keelNoSync', 'Like for like (Portkey keeps no audit log), keel with the audit fsync off')} The difference between the two keel rows is the fdatasync of this VM's disk, which every governed call waits for so that no call leaves unrecorded. On this shared VM the median of one target moves by up to ~0.3 ms between runs: read a gap smaller than that as parity.`
     : `Portkey could not run here: ${r.portkeyError}.`
   const section = `## Dispatcher (bench/dispatcher)
 
