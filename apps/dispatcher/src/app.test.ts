@@ -617,3 +617,14 @@ describe('reason codes', () => {
     for (const v of values) expect(v).toMatch(/^[a-z][a-z0-9_]*$/)
   })
 })
+
+describe('in-memory governance sink', () => {
+  it('keeps only the most recent events when given a limit', async () => {
+    const sink = createMemoryGovernanceSink(100)
+    for (let i = 0; i < 1000; i++) await sink.record({ event: 'e', reason: 'r', actor: 'a', subject: String(i), project: 'p' })
+    expect(sink.events.length).toBeGreaterThanOrEqual(100)
+    expect(sink.events.length).toBeLessThan(200)
+    expect(sink.events.at(-1)?.subject).toBe('999')
+    expect(sink.events.map((e) => Number(e.subject))).toEqual(sink.events.map((_, i, a) => 1000 - a.length + i))
+  })
+})

@@ -14,6 +14,9 @@ import { createMemoryGovernanceSink } from './governance.js'
 import { createPermitSigner, type PermitSigner } from './permits/sign.js'
 import type { DispatcherConfig } from './types.js'
 
+/** Events a dispatcher without `spec.audit` keeps in memory. */
+const MEMORY_EVENTS = 10_000
+
 export interface CreateDispatcherOptions {
   config: DispatcherConfig
   /** Overrides `spec.audit` (e.g. `keel run` passes the sandbox's audit sink). */
@@ -46,9 +49,9 @@ export async function createDispatcher(options: CreateDispatcherOptions): Promis
     ? await BudgetLedger.open({ path: config.budgets.ledgerPath, onError: (err) => logger.error('budget ledger write failed', { error: String(err) }) })
     : BudgetLedger.inMemory()
   const owned = options.governance === undefined && config.audit ? createAuditSink({ dir: config.audit.dir, fsync: config.audit.fsync }) : undefined
-  const governance = options.governance ?? owned ?? createMemoryGovernanceSink()
+  const governance = options.governance ?? owned ?? createMemoryGovernanceSink(MEMORY_EVENTS)
   if (options.governance === undefined && owned === undefined) {
-    logger.warn('no governance log configured (spec.audit.dir); events are kept in memory only')
+    logger.warn(`no governance log configured (spec.audit.dir); only the last ${MEMORY_EVENTS} events are kept, in memory`)
   }
   const challenges = new ChallengeRegistry()
   const app = createApp({

@@ -93,12 +93,19 @@ export interface MemoryGovernanceSink extends GovernanceSink {
   readonly events: GovernanceEventInput[]
 }
 
-export function createMemoryGovernanceSink(): MemoryGovernanceSink {
+/**
+ * Events kept in memory (tests, or a dispatcher without `spec.audit`). With `limit`, only
+ * the most recent events are kept (at least `limit`, at most twice that), so a long-running
+ * server without an audit log does not grow without bound.
+ */
+export function createMemoryGovernanceSink(limit = Infinity): MemoryGovernanceSink {
   const events: GovernanceEventInput[] = []
   return {
     events,
     record(event) {
       events.push({ time: Date.now(), ...event })
+      // Trimmed in bulk, so a push stays O(1) amortized.
+      if (events.length >= 2 * limit) events.splice(0, events.length - limit)
       return Promise.resolve()
     },
   }
