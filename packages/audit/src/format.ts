@@ -144,11 +144,7 @@ export function buildRecord(
   prev: string,
   now: number,
 ): AuditRecord {
-  const record: AuditRecord = { ...recordHead(input, project, seq, now), prev }
-  const json = dataJson(input)
-  // Parsed back so what we return is exactly what JSON carries.
-  if (json !== undefined) record.data = JSON.parse(json) as Record<string, unknown>
-  return record
+  return buildRecordLine(input, project, seq, prev, now).record()
 }
 
 /**
@@ -170,6 +166,7 @@ export function buildRecordLine(
     line,
     record() {
       const record: AuditRecord = { ...head, prev }
+      // Parsed back so what is returned is exactly what JSON carries.
       if (json !== undefined) record.data = JSON.parse(json) as Record<string, unknown>
       return record
     },

@@ -168,10 +168,11 @@ function removeOrphans(lockPath: string): void {
 
 export function createFileLocker(lockPath: string, options: FileLockOptions = {}): FileLocker {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
-  let mine: { path: string; text: string; ino: number } | undefined
+  /** Our private file: its path, and its inode (the lock file is a hard link to it while we hold it). */
+  let mine: { path: string; ino: number } | undefined
   let cleaned = false
 
-  const prepare = (): { path: string; text: string; ino: number } => {
+  const prepare = (): { path: string; ino: number } => {
     if (mine) return mine
     if (!cleaned) {
       cleaned = true
@@ -179,11 +180,10 @@ export function createFileLocker(lockPath: string, options: FileLockOptions = {}
     }
     const start = ownStart()
     const me: Holder = { pid: process.pid, ...(start !== undefined ? { start } : {}), host: hostname(), token: randomBytes(12).toString('hex') }
-    const text = JSON.stringify(me)
     const path = `${lockPath}.${process.pid}.${me.token}`
     try {
-      writeFileSync(path, text, { mode: 0o644, flag: 'wx' })
-      mine = { path, text, ino: lstatSync(path).ino }
+      writeFileSync(path, JSON.stringify(me), { mode: 0o644, flag: 'wx' })
+      mine = { path, ino: lstatSync(path).ino }
     } catch (err) {
       unlinkQuietly(path)
       throw new KeelError('ERR_AUDIT_IO', `cannot create lock ${lockPath}: ${(err as Error).message}`, { cause: err })

@@ -286,6 +286,12 @@ class Writer {
     }
   }
 
+  /** Syncs deferred records now (best effort: the file is being let go) and stops the timer. */
+  private async flushDeferred(): Promise<void> {
+    if (this.unsynced) await this.fh?.datasync().catch(() => {})
+    this.clearDeferred()
+  }
+
   private clearDeferred(): void {
     this.unsynced = false
     if (this.syncTimer !== undefined) clearTimeout(this.syncTimer)
@@ -321,8 +327,7 @@ class Writer {
     }
     if (this.fh) {
       // Replaced or removed: sync what we wrote to the old file, then let it go.
-      if (this.unsynced) await this.fh.datasync().catch(() => {})
-      this.clearDeferred()
+      await this.flushDeferred()
       await this.fh.close().catch(() => {})
       this.fh = undefined
       this.ino = -1
@@ -434,8 +439,7 @@ class Writer {
 
   async close(): Promise<void> {
     await this.drain()
-    if (this.unsynced) await this.fh?.datasync().catch(() => {})
-    this.clearDeferred()
+    await this.flushDeferred()
     await this.fh?.close().catch(() => {})
     this.fh = undefined
     this.known = undefined

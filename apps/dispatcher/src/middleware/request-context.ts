@@ -265,7 +265,7 @@ export function requestContext(options: RequestContextOptions): MiddlewareHandle
     const adapter = ADAPTERS[format]
     const incoming = c.env?.incoming
     const headers = incoming ? nodeHeaders(incoming) : c.req.raw.headers
-    const origin = originOfIncoming(c.env?.incoming)
+    const origin = originOfIncoming(incoming)
     const provider = selectProvider(runtime, format, origin?.boundName, headers)
     if (provider.format !== format) {
       throw new DispatchError(DispatchReason.ROUTE_NOT_SUPPORTED, `provider "${provider.name}" speaks the ${provider.format} wire format, not ${path}.`, { status: 404 })

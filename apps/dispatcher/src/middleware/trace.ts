@@ -1,8 +1,10 @@
 /**
  * Outermost middleware of a managed call: one span through @opentelemetry/api (a no-op
  * until the CLI registers an SDK) and one canonical log line per call carrying its reason
- * (STYLE §6), written just after the response is handed over. The span covers the decision and the upstream response headers; a stream's
- * completion is recorded by the `dispatch.completed` governance event.
+ * (STYLE §6), written just after the response is handed over. The span covers the
+ * decision and the upstream response headers; a stream's completion is recorded by the
+ * `dispatch.completed` governance event. It also counts the calls in flight
+ * (Runtime.calls), which tells dispatch whether a call is alone on the event loop.
  */
 import { createMiddleware } from 'hono/factory'
 import type { MiddlewareHandler } from 'hono'

@@ -9,7 +9,7 @@
  * output tokens, agent, project).
  */
 import { sha256Hex } from '@keel/audit'
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign, verify, type KeyObject } from 'node:crypto'
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign, verify, type KeyObject } from 'node:crypto'
 import { DispatchReason } from '@keel/core'
 import type { RouteKind } from '../types.js'
 
@@ -145,5 +145,5 @@ export function createPermitSigner(privateKey?: string | KeyObject): PermitSigne
  * values, newline-separated.
  */
 export function bindingDigest(permitId: string, requestSha256: string, endpoint: string, bindingKeySha256: string): string {
-  return Buffer.from(sha256Hex(`${permitId}\n${requestSha256}\n${endpoint}\n${bindingKeySha256}`), 'hex').toString('base64url')
+  return createHash('sha256').update(`${permitId}\n${requestSha256}\n${endpoint}\n${bindingKeySha256}`).digest('base64url')
 }
