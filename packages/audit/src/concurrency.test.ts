@@ -3,6 +3,7 @@
  * built package (dist), which is rebuilt first if it is older than the sources.
  */
 import { execFile, spawn } from 'node:child_process'
+import { existsSync, rmSync, writeFileSync } from 'node:fs'
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
 import { hostname, tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -42,16 +43,22 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-function worker(id: number, count: number, fsync: string, concurrency = 1, startAt = 0) {
-  return run(process.execPath, [WORKER, dir, 'p', String(id), String(count), fsync, String(concurrency), String(startAt)], { timeout: 60_000 })
+function worker(id: number, count: number, fsync: string, concurrency = 1, goFile?: string) {
+  return run(process.execPath, [WORKER, dir, 'p', String(id), String(count), fsync, String(concurrency), ...(goFile ? [goFile] : [])], { timeout: 60_000 })
 }
 
 describe('concurrent writers in separate processes', () => {
   it('4 processes × 150 appends (always and batch mixed): no lost record, seqs contiguous, chain intact', async () => {
     const per = 150
-    // Appends are fast enough that one worker could finish before the next has started: start together.
-    const at = Date.now() + 1500
-    const outs = await Promise.all([worker(0, per, 'always', 1, at), worker(1, per, 'batch', 8, at), worker(2, per, 'always', 1, at), worker(3, per, 'batch', 8, at)])
+    // Appends are fast enough that one worker could finish before the next has started:
+    // every worker waits for the go file, written once all four are ready.
+    const go = join(tmpdir(), `keel-audit-go-${process.pid}-${Date.now()}`)
+    const running = Promise.all([worker(0, per, 'always', 1, go), worker(1, per, 'batch', 8, go), worker(2, per, 'always', 1, go), worker(3, per, 'batch', 8, go)])
+    for (let i = 0; i < 2000 && [0, 1, 2, 3].some((id) => !existsSync(`${go}.ready-${id}`)); i++) await new Promise((r) => setTimeout(r, 10))
+    writeFileSync(go, '')
+    const outs = await running.finally(() => {
+      for (const f of [go, ...[0, 1, 2, 3].map((id) => `${go}.ready-${id}`)]) rmSync(f, { force: true })
+    })
     for (const o of outs) expect(JSON.parse(o.stdout)).toMatchObject({ count: per })
     const path = auditLogPath(dir, 'p')
     const chain = await checkChain(path, 'p')
