@@ -1,10 +1,11 @@
 {
-  # keel_nft: N-API binding to Debian's libnftables (libnftables-dev) plus SO_ORIGINAL_DST.
+  # keel_nft: N-API binding to Debian's libnftables (libnftables-dev) plus SO_ORIGINAL_DST,
+  # keel's sockets made inside a namespace, and the splice(2) socket relay.
   # Built by scripts/build-native.mjs (the package's `build`), never by an install script.
   "targets": [
     {
       "target_name": "keel_nft",
-      "sources": ["src/native/nft.cc"],
+      "sources": ["src/native/nft.cc", "src/native/relay.cc"],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],

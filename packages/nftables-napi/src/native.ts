@@ -70,6 +70,18 @@ export interface NativeNft {
   originalDst(fd: number): NativeOriginalDst
   listenInNetns(netns: string, specs: NativeSocketSpec[]): NativeListenResult
   removeNetns(path: string): { errno?: number; syscall?: string; error?: string }
+  /** The socket relay (src/native/relay.cc); see src/relay.ts. */
+  relayInit(onOutcome: (id: number, bytesOut: number, bytesIn: number, errno: number, syscall?: string) => void): unknown
+  relayStart(
+    engine: unknown,
+    agentFd: number,
+    upstreamFd: number,
+    headOut: Buffer | undefined,
+    headIn: Buffer | undefined,
+    idleMs: number,
+  ): number | { errno: number; syscall: string }
+  relayAbort(engine: unknown, id: number): void
+  relayStats(engine: unknown): { active: number; pooledPipes: number }
 }
 
 /** The package root (the directory with binding.gyp), from src/ or dist/ alike. */

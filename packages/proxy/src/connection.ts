@@ -65,7 +65,8 @@ import {
   type OriginalDestination,
 } from './decide-connection.js'
 import { dialFirst, type Connect } from './dial.js'
-import { createSplice } from './splice.js'
+import { createSplice, type SpliceResult } from './splice.js'
+import { handOffToRelay, type Relayed, type SocketRelay } from './relay-handoff.js'
 import { httpDenyResponse, tlsAlert, tlsAlertFor, type DenyContext } from './deny-response.js'
 import { lingeringClose, resetSocket, whenClosed } from './socket-close.js'
 
@@ -140,6 +141,12 @@ export interface ConnectionDeps {
   /** The answer `resolve` would give, when it is cached; `undefined` sends the lookup to `resolve`. */
   resolveCached?: (name: string) => readonly string[] | undefined
   connect?: Connect
+  /**
+   * Moves an allowed connection's bytes off the event loop (the native splice(2) relay
+   * of @keel/nftables-napi). Without it, or when a connection cannot be handed over,
+   * the JS splice does it.
+   */
+  relay?: SocketRelay
   onDispatcher?: DispatcherHook
   now(): number
   limits: ProxyLimits
@@ -185,6 +192,7 @@ class Connection {
   private address: string | undefined
   private port: number | undefined
   private upstream: Socket | undefined
+  private relayed: Relayed | undefined
   private readonly controller = new AbortController()
 
   constructor(
@@ -198,6 +206,7 @@ class Connection {
     this.controller.abort()
     this.socket.destroy()
     this.upstream?.destroy()
+    this.relayed?.abort()
   }
 
   async run(): Promise<DecisionEvent> {
@@ -347,6 +356,12 @@ class Connection {
     this.upstream = upstream
     this.address = address
     if (this.controller.signal.aborted) upstream.destroy()
+    // Server-first connections stay in JS: the agent's late first bytes must still be checked.
+    if (!o.serverFirst && deps.relay !== undefined) {
+      const idle = deps.limits.idleTimeoutMs
+      this.relayed = handOffToRelay(socket, upstream, deps.relay, { head: o.head, ...(idle > 0 ? { idleTimeoutMs: idle } : {}) })
+      if (this.relayed !== undefined) return spliced(await this.relayed.done, o.detail, decision)
+    }
     const sp = createSplice(socket, upstream, deps.limits.idleTimeoutMs > 0 ? { idleTimeoutMs: deps.limits.idleTimeoutMs } : {})
     sp.startInbound()
     let detail = o.detail
@@ -393,10 +408,8 @@ class Connection {
       }
     }
     const r = await sp.done
-    const bytes = { bytesOut: r.bytesOut, bytesIn: r.bytesIn }
-    if (denial !== undefined) return { verdict: 'deny', ...denial, ...bytes, ...route(decision) }
-    if (r.error !== undefined) detail = `${detail}; ended by ${errorCode(r.error)}`
-    return { verdict: 'allow', reason: Reason.ALLOWED, detail, ...bytes, ...route(decision) }
+    if (denial !== undefined) return { verdict: 'deny', ...denial, bytesOut: r.bytesOut, bytesIn: r.bytesIn, ...route(decision) }
+    return spliced(r, detail, decision)
   }
 
   private async handOff(
@@ -585,6 +598,12 @@ class Connection {
       ...(connect === undefined ? {} : { connect }),
     })
   }
+}
+
+/** The outcome of an allowed connection whose bytes were spliced or relayed. */
+function spliced(r: SpliceResult, detail: string, decision: Decision): Outcome {
+  const ended = r.error === undefined ? '' : `; ended by ${errorCode(r.error)}`
+  return { verdict: 'allow', reason: Reason.ALLOWED, detail: detail + ended, bytesOut: r.bytesOut, bytesIn: r.bytesIn, ...route(decision) }
 }
 
 function denialOf(decision: Decision): Denial {

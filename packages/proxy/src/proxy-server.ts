@@ -37,6 +37,7 @@ import {
 } from './connection.js'
 import type { OriginalDestination } from './decide-connection.js'
 import type { Connect } from './dial.js'
+import type { SocketRelay } from './relay-handoff.js'
 import { resetSocket } from './socket-close.js'
 
 export interface ProxyOptions {
@@ -66,6 +67,8 @@ export interface ProxyOptions {
   onDispatcher?: DispatcherHook
   /** Opens upstream sockets. Default `net.connect`. */
   connect?: Connect
+  /** Relays allowed connections off the event loop (see ConnectionDeps.relay). Default: the JS splice. */
+  relay?: SocketRelay
 }
 
 export interface ProxyStats {
@@ -150,6 +153,7 @@ export function createProxy(options: ProxyOptions): Proxy {
     opaque: options.opaque ?? 'allow',
     logger,
     ...(options.connect === undefined ? {} : { connect: options.connect }),
+    ...(options.relay === undefined ? {} : { relay: options.relay }),
     ...(options.onDispatcher === undefined ? {} : { onDispatcher: options.onDispatcher }),
   }
 

@@ -1,5 +1,6 @@
 // keel_nft: a thin N-API binding to libnftables, plus the SO_ORIGINAL_DST lookup, plus
-// keel's listening sockets made inside a sandbox namespace (listenInNetns, below).
+// keel's listening sockets made inside a sandbox namespace (listenInNetns, below), plus
+// the socket relay of relay.cc.
 //
 // Kept as small as libnftables' own Python binding (py/src/nftables.py): make a
 // context, buffer output and error, run one batch, return {rc, output, error}, free
@@ -15,6 +16,8 @@
 // the calling thread (setns(2)).
 
 #include <napi.h>
+
+#include "relay.h"
 
 #include <nftables/libnftables.h>  // has its own extern "C"
 
@@ -550,6 +553,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
   exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
   exports.Set("removeNetns", Napi::Function::New(env, RemoveNetns, "removeNetns"));
+  keel_relay::Init(env, exports);
   return exports;
 }
 
