@@ -3,8 +3,8 @@
  *
  * keel's in-process binding to libnftables (never a shell-out to `nft`), plus the
  * SO_ORIGINAL_DST lookup for redirected connections, plus listening sockets made inside
- * a sandbox's namespace (`listenInNetns`), plus a splice(2) socket relay on a thread
- * of its own (`startRelay`). Batches run atomically, optionally
+ * a sandbox's namespace (`listenInNetns`), plus a socket relay that dials and splices
+ * on a thread of its own (`dialAndRelay`). Batches run atomically, optionally
  * inside another network namespace on a thread of their own.
  *
  * @example
@@ -21,6 +21,6 @@ export { originalDestination, originalDestinationFromFd, socketFd } from './orig
 export { loadNative } from './native.js'
 export { listenInNetns, removeNetns } from './netns-sockets.js'
 export type { NetnsSocketSpec } from './netns-sockets.js'
-export { RelayStartError, relayStats, startRelay } from './relay.js'
-export type { RelayHandle, RelayOptions, RelayOutcome } from './relay.js'
+export { dialAndRelay, RelayStartError, relayStats } from './relay.js'
+export type { DialOutcome, DialTarget, RelayHandle, RelayOptions, RelayOutcome } from './relay.js'
 export type * from './types.js'

@@ -63,7 +63,21 @@ export interface NativeSocketSpec {
 
 export type NativeListenResult = { fds: number[] } | { failedAt: string; error: string; errno?: number }
 
-/** The addon's exports (src/native/nft.cc). */
+/** What the relay thread tells JS about one relay (src/native/relay.cc, DeliverOutcome). */
+export interface NativeRelayEvent {
+  kind: 'connected' | 'dialFailed' | 'done'
+  bytesOut?: number
+  bytesIn?: number
+  /** Positive errno of what ended it early; on `dialFailed`, set only for an abort or a failed agent socket. */
+  errno?: number
+  syscall?: string
+  /** `connected`: the address; `dialFailed`: each attempt's result. */
+  text?: string
+  /** `dialFailed`: every attempt timed out. */
+  timedOut?: boolean
+}
+
+/** The addon's exports (src/native/nft.cc, src/native/relay.cc). */
 export interface NativeNft {
   run(commands: string, request: NativeRunRequest): NativeRunResult
   runAsync(commands: string, request: NativeRunRequest): Promise<NativeRunResult>
@@ -71,15 +85,17 @@ export interface NativeNft {
   listenInNetns(netns: string, specs: NativeSocketSpec[]): NativeListenResult
   removeNetns(path: string): { errno?: number; syscall?: string; error?: string }
   /** The socket relay (src/native/relay.cc); see src/relay.ts. */
-  relayInit(onOutcome: (id: number, bytesOut: number, bytesIn: number, errno: number, syscall?: string) => void): unknown
+  relayInit(onEvent: (id: number, event: NativeRelayEvent) => void): unknown
   relayStart(
     engine: unknown,
     agentFd: number,
-    upstreamFd: number,
+    addresses: string[],
+    port: number,
+    dialTimeoutMs: number,
     headOut: Buffer | undefined,
-    headIn: Buffer | undefined,
     idleMs: number,
   ): number | { errno: number; syscall: string }
+  relayCommit(engine: unknown, id: number, bytes?: Buffer): void
   relayAbort(engine: unknown, id: number): void
   relayStats(engine: unknown): { active: number; pooledPipes: number }
 }

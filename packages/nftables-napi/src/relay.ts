@@ -1,45 +1,71 @@
 /**
- * The native socket relay (src/native/relay.cc): hand it two connected TCP sockets'
- * descriptors and it moves the bytes between them with splice(2) on a thread of its
- * own, with backpressure and half-close, until both directions have ended.
+ * The native socket relay (src/native/relay.cc): give it an accepted socket's
+ * descriptor and the upstream addresses, and a thread of its own dials the upstream,
+ * writes the head, and moves the bytes both ways with splice(2), with backpressure and
+ * half-close, until both directions have ended.
  *
- * The relay dup()s both descriptors before `startRelay` returns: the caller closes its
- * own copies (destroys its Node sockets) right after, and must not read or write them
- * in between. Bytes the caller already read and still owes a side go in as heads.
+ * The sequence, for the caller:
+ * 1. `dialAndRelay(fd, target, { headOut })`. The agent's socket must be paused (Node
+ *    may still read from it; the relay will not, yet).
+ * 2. `connected` settles. On `ok: false` the relay has let go of the descriptor and
+ *    the socket is the caller's as before (answer the agent, close it). On `ok: true`
+ *    the head is on its way upstream and the upstream's answer is reaching the agent.
+ * 3. The caller takes whatever Node read from the socket after the head, destroys the
+ *    Node socket (closing only its own descriptor), and calls `commit(bytes)`. From
+ *    then on the relay alone reads the agent.
+ * 4. `done` settles when both sockets are closed.
  */
 import { getSystemErrorName } from 'node:util'
-import { loadNative } from './native.js'
+import { loadNative, type NativeRelayEvent } from './native.js'
+
+export interface DialTarget {
+  /** Literal IPs, tried in order, one at a time. */
+  addresses: readonly string[]
+  port: number
+  /** Per address. */
+  timeoutMs: number
+}
 
 export interface RelayOptions {
-  /** Written to the upstream before anything the agent sends next. */
+  /** Written upstream as soon as it connects, before anything else from the agent. */
   headOut?: Buffer | undefined
-  /** Written to the agent before anything the upstream sends next. */
-  headIn?: Buffer | undefined
   /** Close both sockets after this long with no bytes moved either way; 0 or unset: never. */
   idleTimeoutMs?: number | undefined
 }
 
+export type DialOutcome =
+  | { ok: true; address: string }
+  /**
+   * `timeout`: every address timed out; `failed`: at least one refused, reset or was
+   * unreachable; `aborted`: {@link RelayHandle.abort} or the agent's socket failed first.
+   * `detail` lists each attempt (`127.0.0.8:443 ECONNREFUSED; ...`).
+   */
+  | { ok: false; reason: 'timeout' | 'failed' | 'aborted'; detail: string }
+
 export interface RelayOutcome {
-  /** Bytes written to the upstream, headOut included. */
+  /** Bytes written upstream, the head included. */
   bytesOut: number
-  /** Bytes written to the agent, headIn included. */
+  /** Bytes written to the agent. */
   bytesIn: number
   /**
    * What ended the relay early, as a Node system error (`code`: ECONNRESET, EPIPE,
-   * ECANCELED for {@link RelayHandle.abort}, ...); an idle timeout is `idle for N ms`.
-   * Unset when both directions ended with a FIN.
+   * ECANCELED for an abort, ...); an idle timeout is `idle for N ms`. Unset when both
+   * directions ended with a FIN.
    */
   error?: Error
 }
 
 export interface RelayHandle {
-  /** Close both sockets now; `done` then reports ECANCELED. */
+  readonly connected: Promise<DialOutcome>
+  /** The agent's socket is the relay's alone now; `bytes` go upstream first. Once. */
+  commit(bytes?: Buffer): void
+  /** Close everything now; `done` then reports ECANCELED (or `connected` an abort). */
   abort(): void
-  /** Settles once both sockets are closed. Never rejects. */
+  /** Settles once both sockets are closed (after a failed dial: at once, no bytes). Never rejects. */
   readonly done: Promise<RelayOutcome>
 }
 
-/** Why the relay could not take the sockets; they are untouched and still the caller's. */
+/** Why the relay could not take the socket; it is untouched and still the caller's. */
 export class RelayStartError extends Error {
   constructor(
     readonly code: string,
@@ -50,43 +76,78 @@ export class RelayStartError extends Error {
   }
 }
 
-interface Engine {
-  handle: unknown
-  pending: Map<number, { resolve(outcome: RelayOutcome): void; idleTimeoutMs: number }>
+interface Waiter {
+  connected(outcome: DialOutcome): void
+  done(outcome: RelayOutcome): void
+  idleTimeoutMs: number
 }
 
-let engine: Engine | undefined
+let engine: { handle: unknown; waiters: Map<number, Waiter> } | undefined
 
-function getEngine(): Engine {
+function getEngine(): NonNullable<typeof engine> {
   if (engine !== undefined) return engine
-  const native = loadNative()
-  const pending: Engine['pending'] = new Map()
-  const handle = native.relayInit((id, bytesOut, bytesIn, errno, syscall) => {
-    const waiter = pending.get(id)
-    if (waiter === undefined) return
-    pending.delete(id)
-    const outcome: RelayOutcome = { bytesOut, bytesIn }
-    if (errno !== 0) outcome.error = relayError(errno, syscall ?? 'relay', waiter.idleTimeoutMs)
-    waiter.resolve(outcome)
+  const waiters = new Map<number, Waiter>()
+  const handle = loadNative().relayInit((id, event) => {
+    const w = waiters.get(id)
+    if (w !== undefined) deliver(id, w, event, waiters)
   })
-  engine = { handle, pending }
+  engine = { handle, waiters }
   return engine
 }
 
+function deliver(id: number, w: Waiter, e: NativeRelayEvent, waiters: Map<number, Waiter>): void {
+  switch (e.kind) {
+    case 'connected':
+      w.connected({ ok: true, address: e.text ?? '' })
+      return
+    case 'dialFailed': {
+      waiters.delete(id)
+      const reason = e.errno !== undefined ? 'aborted' : e.timedOut === true ? 'timeout' : 'failed'
+      w.connected({ ok: false, reason, detail: e.text ?? 'the dial failed' })
+      w.done({ bytesOut: 0, bytesIn: 0, ...(e.errno === undefined ? {} : { error: systemError(e.errno, e.syscall) }) })
+      return
+    }
+    case 'done': {
+      waiters.delete(id)
+      const outcome: RelayOutcome = { bytesOut: e.bytesOut ?? 0, bytesIn: e.bytesIn ?? 0 }
+      if (e.errno !== undefined) {
+        outcome.error = e.syscall === 'idle' ? new Error(`idle for ${w.idleTimeoutMs} ms`) : systemError(e.errno, e.syscall)
+      }
+      w.done(outcome)
+      return
+    }
+  }
+}
+
 /**
- * Relay between two connected TCP sockets, given by descriptor.
- * @throws RelayStartError when the descriptors could not be taken (dup failed: EMFILE,
- *   EBADF), in which case nothing changed; KeelError `ERR_NFT_UNAVAILABLE` when the
- *   addon cannot load.
+ * Dial `target` from a thread of the addon and relay between it and the agent's socket
+ * (by descriptor); see the sequence at the top of this module.
+ * @throws RelayStartError when the descriptor could not be taken (EBADF, EMFILE): the
+ *   socket is untouched; TypeError for an address that is not a literal IP;
+ *   KeelError `ERR_NFT_UNAVAILABLE` when the addon cannot load.
  */
-export function startRelay(agentFd: number, upstreamFd: number, options: RelayOptions = {}): RelayHandle {
+export function dialAndRelay(agentFd: number, target: DialTarget, options: RelayOptions = {}): RelayHandle {
   const e = getEngine()
-  const idleTimeoutMs = options.idleTimeoutMs !== undefined && options.idleTimeoutMs > 0 ? options.idleTimeoutMs : 0
-  const r = loadNative().relayStart(e.handle, agentFd, upstreamFd, options.headOut, options.headIn, idleTimeoutMs)
-  if (typeof r !== 'number') throw new RelayStartError(getSystemErrorName(-r.errno), r.syscall)
-  const done = new Promise<RelayOutcome>((resolve) => e.pending.set(r, { resolve, idleTimeoutMs }))
   const native = loadNative()
-  return { abort: () => native.relayAbort(e.handle, r), done }
+  const idleTimeoutMs = options.idleTimeoutMs !== undefined && options.idleTimeoutMs > 0 ? options.idleTimeoutMs : 0
+  const id = native.relayStart(e.handle, agentFd, [...target.addresses], target.port, target.timeoutMs, options.headOut, idleTimeoutMs)
+  if (typeof id !== 'number') throw new RelayStartError(getSystemErrorName(-id.errno), id.syscall)
+  let resolveConnected!: (o: DialOutcome) => void
+  let resolveDone!: (o: RelayOutcome) => void
+  const connected = new Promise<DialOutcome>((resolve) => (resolveConnected = resolve))
+  const done = new Promise<RelayOutcome>((resolve) => (resolveDone = resolve))
+  e.waiters.set(id, { connected: resolveConnected, done: resolveDone, idleTimeoutMs })
+  let committed = false
+  return {
+    connected,
+    commit(bytes?: Buffer) {
+      if (committed) return
+      committed = true
+      native.relayCommit(e.handle, id, bytes)
+    },
+    abort: () => native.relayAbort(e.handle, id),
+    done,
+  }
 }
 
 /** Relays running, and empty pipes kept for reuse (for tests and diagnostics). */
@@ -94,8 +155,7 @@ export function relayStats(): { active: number; pooledPipes: number } {
   return loadNative().relayStats(getEngine().handle)
 }
 
-function relayError(errno: number, syscall: string, idleTimeoutMs: number): Error {
-  if (syscall === 'idle') return new Error(`idle for ${idleTimeoutMs} ms`)
+function systemError(errno: number, syscall = 'relay'): Error {
   const code = getSystemErrorName(-errno)
   return Object.assign(new Error(`${syscall}: ${code}`), { errno: -errno, code, syscall })
 }

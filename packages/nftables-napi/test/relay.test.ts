@@ -1,13 +1,14 @@
 /**
- * The native splice(2) relay, on real loopback TCP sockets: a client, a front listener
- * whose accepted socket is the relay's "agent" side, and an upstream server. No root
- * needed; everything stays on 127.0.0.1.
+ * The native relay, on real loopback TCP sockets: a client, a front listener whose
+ * accepted socket is the relay's "agent" side, and an upstream server the relay dials.
+ * No root needed; everything stays on 127.0.0.1.
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
-import { RelayStartError, relayStats, startRelay, type RelayHandle, type RelayOptions } from '../src/index.js'
+import { dialAndRelay, RelayStartError, relayStats, type RelayHandle, type RelayOptions } from '../src/index.js'
 
 interface Rig {
   /** The agent's end: what a sandboxed program holds. */
@@ -30,31 +31,65 @@ function fdOf(socket: net.Socket): number {
   return (socket as unknown as { _handle: { fd: number } })._handle.fd
 }
 
-/** A connection through the relay, set up as keel's proxy does it. */
-async function rig(options: RelayOptions = {}): Promise<Rig> {
-  const upstream = net.createServer({ allowHalfOpen: true })
+/** An upstream server on 127.0.0.1; `onSocket` sees each accepted socket. */
+async function upstreamServer(onSocket: (s: net.Socket) => void = () => {}): Promise<number> {
+  const upstream = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {})
+    onSocket(s)
+  })
+  cleanups.push(() => upstream.close())
+  return listen(upstream)
+}
+
+/** A client connected to a front listener, and the front's accepted (paused) socket: keel's side. */
+async function accepted(): Promise<{ client: net.Socket; agent: net.Socket }> {
   const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true })
-  cleanups.push(() => {
-    upstream.close()
-    front.close()
-  })
-  const [upstreamPort, frontPort] = await Promise.all([listen(upstream), listen(front)])
-  const serverSide = new Promise<net.Socket>((resolve) => upstream.once('connection', resolve))
+  cleanups.push(() => front.close())
+  const port = await listen(front)
   const agentSide = new Promise<net.Socket>((resolve) => front.once('connection', resolve))
-  const client = net.connect({ port: frontPort, host: '127.0.0.1', allowHalfOpen: true })
+  const client = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+  client.on('error', () => {})
   const agent = await agentSide
-  const up = net.connect({ port: upstreamPort, host: '127.0.0.1', allowHalfOpen: true })
-  await new Promise((resolve) => up.once('connect', resolve))
-  const server = await serverSide
-  const handle = startRelay(fdOf(agent), fdOf(up), options)
-  agent.destroy()
-  up.destroy()
+  agent.on('error', () => {})
   cleanups.push(() => {
-    handle.abort()
     client.destroy()
-    server.destroy()
+    agent.destroy()
   })
-  return { client, server, handle }
+  return { client, agent }
+}
+
+/**
+ * A connection through the relay, set up as keel's proxy does it: dial, wait for the
+ * connect, let go of the Node socket, commit.
+ */
+async function rig(options: RelayOptions = {}, commitBytes?: Buffer): Promise<Rig> {
+  let onServerSocket!: (s: net.Socket) => void
+  const serverSide = new Promise<net.Socket>((resolve) => (onServerSocket = resolve))
+  const port = await upstreamServer((s) => onServerSocket(s))
+  const { client, agent } = await accepted()
+  const handle = dialAndRelay(fdOf(agent), { addresses: ['127.0.0.1'], port, timeoutMs: 5_000 }, options)
+  cleanups.push(() => handle.abort())
+  expect(await handle.connected).toEqual({ ok: true, address: '127.0.0.1' })
+  agent.destroy()
+  handle.commit(commitBytes)
+  return { client, server: await serverSide, handle }
+}
+
+/** A port whose listener never accepts and whose queue is full: a connect to it hangs. */
+async function blackholePort(): Promise<number> {
+  const py = spawn('python3', [
+    '-c',
+    'import socket,sys,time\n' +
+      's=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(0)\n' +
+      'fill=[socket.socket() for _ in range(3)]\n' +
+      'for c in fill: c.setblocking(False); c.connect_ex(s.getsockname())\n' +
+      'print(s.getsockname()[1], flush=True); time.sleep(30)',
+  ])
+  cleanups.push(() => py.kill())
+  return new Promise((resolve, reject) => {
+    py.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))
+    py.once('error', reject)
+  })
 }
 
 /** Every byte `socket` receives until its end (or close). */
@@ -92,11 +127,11 @@ function openFds(): number {
   return readdirSync('/proc/self/fd').length
 }
 
-describe('startRelay (native splice relay)', () => {
-  it('moves bytes both ways intact, each head first, and counts them', async () => {
-    const headOut = Buffer.from('CLIENT-HELLO-ALREADY-READ')
-    const headIn = Buffer.from('SERVER-GREETING-ALREADY-READ')
-    const { client, server, handle } = await rig({ headOut, headIn })
+describe('dialAndRelay (native relay)', () => {
+  it('moves bytes both ways intact, the head and the committed bytes first, and counts them', async () => {
+    const headOut = Buffer.from('CLIENT-HELLO-ALREADY-READ|')
+    const committed = Buffer.from('READ-BY-NODE-AFTER-THE-HEAD|')
+    const { client, server, handle } = await rig({ headOut }, committed)
     const up = randomBytes(8 * 1024 * 1024)
     const down = randomBytes(16 * 1024 * 1024 + 123)
     const atServer = readAll(server)
@@ -104,10 +139,35 @@ describe('startRelay (native splice relay)', () => {
     client.end(up)
     server.end(down)
     const [gotUp, gotDown, outcome] = await withinMs(Promise.all([atServer, atClient, handle.done]), 20_000, 'transfer')
-    expect(sha(gotUp)).toBe(sha(Buffer.concat([headOut, up])))
-    expect(sha(gotDown)).toBe(sha(Buffer.concat([headIn, down])))
-    expect(outcome).toEqual({ bytesOut: headOut.length + up.length, bytesIn: headIn.length + down.length })
+    expect(sha(gotUp)).toBe(sha(Buffer.concat([headOut, committed, up])))
+    expect(sha(gotDown)).toBe(sha(down))
+    expect(outcome).toEqual({ bytesOut: headOut.length + committed.length + up.length, bytesIn: down.length })
     expect(relayStats().active).toBe(0)
+  })
+
+  it('sends the head and lets the upstream answer before the commit, but reads the agent only after it', async () => {
+    let server!: net.Socket
+    const port = await upstreamServer((s) => {
+      server = s
+      s.write('greeting')
+    })
+    const { client, agent } = await accepted()
+    const handle = dialAndRelay(fdOf(agent), { addresses: ['127.0.0.1'], port, timeoutMs: 5_000 }, { headOut: Buffer.from('head|') })
+    cleanups.push(() => handle.abort())
+    expect((await handle.connected).ok).toBe(true)
+    const greeting = new Promise<string>((resolve) => client.once('data', (d: Buffer) => resolve(d.toString())))
+    expect(await withinMs(greeting, 5_000, 'greeting')).toBe('greeting')
+    client.write('sent-before-commit')
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const upstreamSaw = readAll(server)
+    // Node's socket is still the reader: it has the bytes, the relay has not touched them.
+    const early = await new Promise<Buffer>((resolve) => agent.once('readable', () => resolve(agent.read() as Buffer)))
+    agent.destroy()
+    handle.commit(early)
+    client.end('|after')
+    server.end()
+    expect((await withinMs(upstreamSaw, 5_000, 'upstream')).toString()).toBe('head|sent-before-commit|after')
+    expect((await withinMs(handle.done, 5_000, 'done')).error).toBeUndefined()
   })
 
   it('carries a half-close: the response to a request sent with FIN still arrives', async () => {
@@ -167,6 +227,18 @@ describe('startRelay (native splice relay)', () => {
     await withinMs(ended(client), 5_000, 'client ended')
   })
 
+  it('reports an upstream that resets right after reading the head as connected, then reset: not as a failed dial', async () => {
+    const port = await upstreamServer((s) => s.once('data', () => s.resetAndDestroy()))
+    const { client, agent } = await accepted()
+    const handle = dialAndRelay(fdOf(agent), { addresses: ['127.0.0.1'], port, timeoutMs: 5_000 }, { headOut: Buffer.from('GET / HTTP/1.1\r\n\r\n') })
+    expect(await withinMs(handle.connected, 5_000, 'connected')).toEqual({ ok: true, address: '127.0.0.1' })
+    agent.destroy()
+    handle.commit()
+    const outcome = await withinMs(handle.done, 5_000, 'done')
+    expect((outcome.error as NodeJS.ErrnoException).code).toMatch(/^(ECONNRESET|EPIPE)$/)
+    await withinMs(ended(client), 5_000, 'client ended')
+  })
+
   it('closes both sides on abort', async () => {
     const { client, server, handle } = await rig()
     client.on('error', () => {})
@@ -216,15 +288,63 @@ describe('startRelay (native splice relay)', () => {
     expect(relayStats().pooledPipes).toBeLessThanOrEqual(64)
   })
 
-  it('refuses descriptors it cannot take, and takes nothing', () => {
+  it('tries the addresses in order and reports each failure; the socket stays the caller\'s', async () => {
+    const refused = await upstreamServer()
+    // A closed listener: its port refuses.
+    const closedServer = net.createServer()
+    const closedPort = await listen(closedServer)
+    await new Promise((resolve) => closedServer.close(resolve))
+    const { client, agent } = await accepted()
+    const failed = dialAndRelay(fdOf(agent), { addresses: ['127.0.0.1', '::1'], port: closedPort, timeoutMs: 5_000 })
+    const outcome = await withinMs(failed.connected, 5_000, 'connected')
+    expect(outcome).toMatchObject({ ok: false, reason: 'failed' })
+    expect((outcome as { detail: string }).detail).toMatch(
+      new RegExp(`^127\\.0\\.0\\.1:${closedPort} ECONNREFUSED; \\[::1\\]:${closedPort} (ECONNREFUSED|EADDRNOTAVAIL)$`),
+    )
+    expect(await failed.done).toEqual({ bytesOut: 0, bytesIn: 0 })
+    // The caller still owns the socket and can answer the agent on it.
+    const answer = new Promise<string>((resolve) => client.once('data', (d: Buffer) => resolve(d.toString())))
+    agent.write('denied')
+    expect(await withinMs(answer, 5_000, 'answer')).toBe('denied')
+    // A refusing first address, then one that answers: the second wins.
+    const second = await accepted()
+    const ok = dialAndRelay(fdOf(second.agent), { addresses: ['127.0.0.2', '127.0.0.1'], port: refused, timeoutMs: 5_000 })
+    cleanups.push(() => ok.abort())
+    expect(await withinMs(ok.connected, 5_000, 'connected')).toEqual({ ok: true, address: '127.0.0.1' })
+    expect(relayStats().active).toBe(1)
+  })
+
+  it('times out a dial that gets no answer, per address, and can be aborted while dialing', async () => {
+    const port = await blackholePort()
+    const { agent } = await accepted()
+    const started = performance.now()
+    const slow = dialAndRelay(fdOf(agent), { addresses: ['127.0.0.1', '127.0.0.1'], port, timeoutMs: 300 })
+    const outcome = await withinMs(slow.connected, 5_000, 'connected')
+    expect(outcome).toEqual({
+      ok: false,
+      reason: 'timeout',
+      detail: `127.0.0.1:${port} no answer in 300 ms; 127.0.0.1:${port} no answer in 300 ms`,
+    })
+    expect(performance.now() - started).toBeGreaterThanOrEqual(550)
+    const aborted = dialAndRelay(fdOf(agent), { addresses: ['127.0.0.1'], port, timeoutMs: 10_000 })
+    setTimeout(() => aborted.abort(), 100)
+    expect(await withinMs(aborted.connected, 5_000, 'aborted')).toMatchObject({ ok: false, reason: 'aborted' })
+    expect(((await aborted.done).error as NodeJS.ErrnoException).code).toBe('ECANCELED')
+    expect(relayStats().active).toBe(0)
+  })
+
+  it('refuses what it cannot take, and takes nothing', () => {
+    const target = { addresses: ['127.0.0.1'], port: 9, timeoutMs: 1_000 }
     let error: unknown
     try {
-      startRelay(1_000_000, 1_000_001)
+      dialAndRelay(1_000_000, target)
     } catch (e) {
       error = e
     }
     expect(error).toBeInstanceOf(RelayStartError)
     expect((error as RelayStartError).code).toBe('EBADF')
-    expect(() => startRelay(-1, 0)).toThrow(TypeError)
+    expect(() => dialAndRelay(-1, target)).toThrow(TypeError)
+    expect(() => dialAndRelay(0, { ...target, addresses: ['example.test'] })).toThrow(/not an IP address: example.test/)
+    expect(relayStats().active).toBe(0)
   })
 })

@@ -69,19 +69,6 @@ export class BulkReader {
   }
 
   /**
-   * The bytes held so far (what arrived before any sink took the socket), in order;
-   * they are no longer held. For handing the socket to something other than a sink.
-   */
-  takeHeld(): Buffer[] {
-    return this.#pending.splice(0)
-  }
-
-  /** Put bytes back in front of what is held (undoes {@link takeHeld}). */
-  hold(bytes: Buffer): void {
-    this.#pending.unshift(bytes)
-  }
-
-  /**
    * Hand every chunk to `sink` from now on: first what arrived before (in order), then
    * new reads. `released()`, asked right after the sink took a chunk, says whether the
    * chunk is no longer referenced (so its buffer can be read into again); without it,

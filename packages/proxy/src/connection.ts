@@ -66,7 +66,7 @@ import {
 } from './decide-connection.js'
 import { dialFirst, type Connect } from './dial.js'
 import { createSplice, type SpliceResult } from './splice.js'
-import { handOffToRelay, type Relayed, type SocketRelay } from './relay-handoff.js'
+import { dialThroughRelay, type RelayDial, type RelayedDial, type SocketRelay } from './relay-handoff.js'
 import { httpDenyResponse, tlsAlert, tlsAlertFor, type DenyContext } from './deny-response.js'
 import { lingeringClose, resetSocket, whenClosed } from './socket-close.js'
 
@@ -142,9 +142,11 @@ export interface ConnectionDeps {
   resolveCached?: (name: string) => readonly string[] | undefined
   connect?: Connect
   /**
-   * Moves an allowed connection's bytes off the event loop (the native splice(2) relay
-   * of @keel/nftables-napi). Without it, or when a connection cannot be handed over,
-   * the JS splice does it.
+   * Dials allowed connections and moves their bytes off the event loop (the native
+   * relay of @keel/nftables-napi; see relay-handoff.ts). Used when `connect` is not
+   * injected. Without it, for server-first connections to names (whose late first
+   * bytes are still checked here), and when a socket cannot be handed over, keel dials
+   * with `net.connect` and splices in JS.
    */
   relay?: SocketRelay
   onDispatcher?: DispatcherHook
@@ -192,7 +194,7 @@ class Connection {
   private address: string | undefined
   private port: number | undefined
   private upstream: Socket | undefined
-  private relayed: Relayed | undefined
+  private relayed: RelayDial | undefined
   private readonly controller = new AbortController()
 
   constructor(
@@ -273,12 +275,13 @@ class Connection {
 
   /** A literal address allowed by a CIDR rule: dial exactly it, no peek, splice. */
   private async connectAddress(dest: Extract<DestinationDecision, { kind: 'address' }>): Promise<Outcome> {
-    const dialed = await this.dial([dest.address], dest.port)
+    const dialed = await (this.relayDial([dest.address], dest.port, undefined) ?? this.dial([dest.address], dest.port))
     if (!dialed.ok) {
       if (dialed.reason !== Reason.CLIENT_ABORTED) resetSocket(this.socket)
       await whenClosed(this.socket)
       return { verdict: 'deny', reason: dialed.reason, detail: dialed.detail, ...route(dest.decision) }
     }
+    if ('relayed' in dialed) return this.relayedTo(dialed, dest.decision, 'address')
     return this.spliceTo(dialed.socket, dialed.address, dest.decision, { head: undefined, serverFirst: false, detail: 'address' })
   }
 
@@ -330,7 +333,9 @@ class Connection {
       now: deps.now,
     })
     if (!vetted.ok) return this.denyAs(first, denialOf(vetted.decision))
-    const dialed = await this.dial(vetted.addresses, dest.port)
+    // Server-first (nothing peeked yet) stays in JS: the agent's late first bytes must still be checked.
+    const relayDial = first === undefined ? undefined : this.relayDial(vetted.addresses, dest.port, head)
+    const dialed = await (relayDial ?? this.dial(vetted.addresses, dest.port))
     if (!dialed.ok) {
       if (dialed.reason === Reason.CLIENT_ABORTED) {
         await whenClosed(this.socket)
@@ -338,6 +343,7 @@ class Connection {
       }
       return this.denyAs(first, { reason: dialed.reason, detail: dialed.detail, decision: dest.decision })
     }
+    if ('relayed' in dialed) return this.relayedTo(dialed, dest.decision, detail)
     return this.spliceTo(dialed.socket, dialed.address, dest.decision, {
       head,
       serverFirst: first === undefined,
@@ -356,12 +362,6 @@ class Connection {
     this.upstream = upstream
     this.address = address
     if (this.controller.signal.aborted) upstream.destroy()
-    // Server-first connections stay in JS: the agent's late first bytes must still be checked.
-    if (!o.serverFirst && deps.relay !== undefined) {
-      const idle = deps.limits.idleTimeoutMs
-      this.relayed = handOffToRelay(socket, upstream, deps.relay, { head: o.head, ...(idle > 0 ? { idleTimeoutMs: idle } : {}) })
-      if (this.relayed !== undefined) return spliced(await this.relayed.done, o.detail, decision)
-    }
     const sp = createSplice(socket, upstream, deps.limits.idleTimeoutMs > 0 ? { idleTimeoutMs: deps.limits.idleTimeoutMs } : {})
     sp.startInbound()
     let detail = o.detail
@@ -587,6 +587,23 @@ class Connection {
       clearTimeout(timer)
       this.controller.signal.removeEventListener('abort', onAbort)
     }
+  }
+
+  /** Dial and relay on the native relay; undefined when this connection cannot use it. */
+  private relayDial(addresses: readonly string[], port: number, head: Buffer | undefined): Promise<RelayedDial> | undefined {
+    const { relay, connect, limits } = this.deps
+    if (relay === undefined || connect !== undefined || this.controller.signal.aborted) return undefined
+    const target = { addresses, port, timeoutMs: limits.dialTimeoutMs, maxAttempts: limits.maxDialAttempts }
+    this.relayed = dialThroughRelay(this.socket, relay, target, {
+      head,
+      ...(limits.idleTimeoutMs > 0 ? { idleTimeoutMs: limits.idleTimeoutMs } : {}),
+    })
+    return this.relayed?.result
+  }
+
+  private async relayedTo(dialed: Extract<RelayedDial, { ok: true }>, decision: Decision, detail: string): Promise<Outcome> {
+    this.address = dialed.address
+    return spliced(await dialed.relayed, detail, decision)
   }
 
   private dial(addresses: readonly string[], port: number): ReturnType<typeof dialFirst> {

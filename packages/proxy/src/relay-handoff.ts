@@ -1,78 +1,100 @@
 /**
- * Hand an allowed, dialed connection to a native relay (the splice(2) thread of
- * @keel/nftables-napi) instead of copying its bytes through the JS event loop.
+ * Dial through a native relay (the splice(2) thread of @keel/nftables-napi) and hand it
+ * the agent's socket, instead of dialing with `net.connect` and copying bytes through
+ * the JS event loop.
  *
- * Done only at a quiet point: both sockets open and connected, nothing queued for
- * writing, the agent paused after its peek. Bytes Node has already read and nobody has
- * forwarded (the rest of the agent's read buffer, a greeting the upstream sent early)
- * go to the relay as heads, in order, so nothing is lost or reordered. The relay dup()s
- * both descriptors; then the Node sockets are destroyed, which closes only our copies.
- * No shutdown(2) is involved, so the connections themselves stay up.
+ * The relay dials the vetted addresses itself and, the moment one connects, writes the
+ * head (the ClientHello or request head the peek read) and lets the upstream's answer
+ * through to the agent: no round trip through JS sits between the connect and the first
+ * bytes. JS then takes what Node read from the agent after the head, destroys its Node
+ * socket (closing only its own descriptor: the relay holds a dup, and no shutdown(2) is
+ * involved) and commits; only from then on does the relay read the agent, so the
+ * stream never has two readers. If no address connects, the socket was never touched
+ * and the proxy answers the agent as for any failed dial.
  *
- * When a socket cannot be handed over (no descriptor, e.g. a test double; already
- * closing; bytes queued for writing; the relay refused, e.g. EMFILE), nothing has been
- * touched and the caller uses the JS splice (splice.ts).
+ * Not handed over (the caller dials in JS and uses splice.ts): a socket without a
+ * descriptor (a test double), one already closing or with bytes queued for writing, or
+ * when the relay refuses (e.g. EMFILE).
  */
-import type { Socket } from 'node:net'
-import { bulkReaderOf } from './bulk-read.js'
+import net, { type Socket } from 'node:net'
+import { Reason } from '@keel/core'
+import type { DialResult } from './dial.js'
 import type { SpliceResult } from './splice.js'
 
+/** Where the relay dials: vetted literal IPs, in order. */
+export interface RelayTarget {
+  addresses: readonly string[]
+  port: number
+  /** Per address. */
+  timeoutMs: number
+}
+
 /**
- * Relays between two connected TCP sockets given by descriptor, and owns them from the
- * call on. Throws, taking nothing, when it cannot. `startRelay` of @keel/nftables-napi.
+ * Dials `target` and relays between it and the agent's socket, given by descriptor
+ * (`dialAndRelay` of @keel/nftables-napi). Throws, taking nothing, when it cannot.
  */
 export type SocketRelay = (
   agentFd: number,
-  upstreamFd: number,
-  options: { headOut?: Buffer | undefined; headIn?: Buffer | undefined; idleTimeoutMs?: number | undefined },
+  target: RelayTarget,
+  options: { headOut?: Buffer | undefined; idleTimeoutMs?: number | undefined },
 ) => {
+  readonly connected: Promise<{ ok: true; address: string } | { ok: false; reason: 'timeout' | 'failed' | 'aborted'; detail: string }>
+  commit(bytes?: Buffer): void
   abort(): void
   readonly done: Promise<{ bytesOut: number; bytesIn: number; error?: Error }>
 }
 
-export interface Relayed {
+/** A dial through the relay: connected and relaying, or failed as a JS dial would. */
+export type RelayedDial = { ok: true; address: string; relayed: Promise<SpliceResult> } | Extract<DialResult, { ok: false }>
+
+export interface RelayDial {
   abort(): void
-  /** Settles when both sockets are closed. Never rejects. */
-  readonly done: Promise<SpliceResult>
+  readonly result: Promise<RelayedDial>
 }
 
 /**
- * Give `agent` and `upstream` to `relay`, `head` (bytes already read from the agent)
- * first. Returns undefined, with both sockets untouched, when they cannot be handed over.
+ * Dial `target` through `relay` and give it `agent` once connected, `head` going
+ * upstream first. Returns undefined, with the socket untouched, when it cannot be
+ * handed over.
  */
-export function handOffToRelay(
+export function dialThroughRelay(
   agent: Socket,
-  upstream: Socket,
   relay: SocketRelay,
-  options: { head?: Buffer | undefined; idleTimeoutMs?: number },
-): Relayed | undefined {
-  const agentFd = fdOf(agent)
-  const upstreamFd = fdOf(upstream)
-  if (agentFd === undefined || upstreamFd === undefined) return undefined
-  if (!quiet(agent) || !quiet(upstream) || upstream.connecting) return undefined
-  const started = performance.now()
-  // Read last, right before the relay takes over: nothing can arrive in between, since
-  // Node reads sockets only from its event loop and this runs in one turn of it.
-  const headOut = concat([options.head, ...buffered(agent)])
-  const headIn = concat(buffered(upstream))
+  target: RelayTarget & { maxAttempts: number },
+  options: { head?: Buffer | undefined; idleTimeoutMs?: number | undefined },
+): RelayDial | undefined {
+  const fd = fdOf(agent)
+  if (fd === undefined || agent.destroyed || agent.writableEnded || agent.writableLength > 0) return undefined
+  const addresses = target.addresses.filter((a) => net.isIP(a) !== 0).slice(0, Math.max(1, target.maxAttempts))
   let handle: ReturnType<SocketRelay>
   try {
-    handle = relay(agentFd, upstreamFd, { headOut, headIn, idleTimeoutMs: options.idleTimeoutMs })
+    handle = relay(fd, { addresses, port: target.port, timeoutMs: target.timeoutMs }, { headOut: options.head, idleTimeoutMs: options.idleTimeoutMs })
   } catch {
-    // Nothing taken. The bytes read back out of the sockets go back in front.
-    if (headIn !== undefined) unread(upstream, headIn)
-    const agentRest = headOut?.subarray(options.head?.length ?? 0)
-    if (agentRest !== undefined && agentRest.length > 0) agent.unshift(agentRest)
     return undefined
   }
-  agent.destroy()
-  upstream.destroy()
-  const done = handle.done.then((r): SpliceResult => {
-    const result: SpliceResult = { bytesOut: r.bytesOut, bytesIn: r.bytesIn, durationMs: performance.now() - started }
-    if (r.error !== undefined) result.error = r.error
-    return result
+  const started = performance.now()
+  const result = handle.connected.then((c): RelayedDial => {
+    if (!c.ok) {
+      const reason =
+        c.reason === 'aborted'
+          ? Reason.CLIENT_ABORTED
+          : c.reason === 'timeout'
+            ? Reason.UPSTREAM_CONNECT_TIMEOUT
+            : Reason.UPSTREAM_CONNECT_FAILED
+      return { ok: false, reason, detail: c.reason === 'aborted' ? 'aborted while dialing' : c.detail }
+    }
+    // One turn of the event loop: nothing can be read from the agent between these lines.
+    const rest = buffered(agent)
+    agent.destroy()
+    handle.commit(rest)
+    const relayed = handle.done.then((r): SpliceResult => {
+      const out: SpliceResult = { bytesOut: r.bytesOut, bytesIn: r.bytesIn, durationMs: performance.now() - started }
+      if (r.error !== undefined) out.error = r.error
+      return out
+    })
+    return { ok: true, address: c.address, relayed }
   })
-  return { abort: () => handle.abort(), done }
+  return { abort: () => handle.abort(), result }
 }
 
 /** A socket's descriptor (`_handle.fd`, Node's TCPWrap on Linux), when it has one. */
@@ -81,33 +103,14 @@ function fdOf(socket: Socket): number | undefined {
   return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined
 }
 
-/** Open, not closing, and with nothing queued for writing. */
-function quiet(socket: Socket): boolean {
-  return !socket.destroyed && !socket.writableEnded && socket.writableLength === 0
-}
-
-/** What Node has read from `socket` and nobody has consumed yet, in order. */
-function buffered(socket: Socket): Buffer[] {
-  const reader = bulkReaderOf(socket)
-  if (reader !== undefined) return reader.takeHeld()
+/** What Node has read from a paused socket and nobody has consumed yet, in order. */
+function buffered(socket: Socket): Buffer | undefined {
   const chunks: Buffer[] = []
-  // A paused socket keeps what it read in its Readable buffer; read() hands it over.
   for (let i = 0; i < 1024 && socket.readableLength > 0; i++) {
     const chunk = socket.read() as Buffer | null
     if (chunk === null) break
     chunks.push(chunk)
   }
-  return chunks
-}
-
-function unread(socket: Socket, bytes: Buffer): void {
-  const reader = bulkReaderOf(socket)
-  if (reader !== undefined) reader.hold(bytes)
-  else socket.unshift(bytes)
-}
-
-function concat(chunks: (Buffer | undefined)[]): Buffer | undefined {
-  const present = chunks.filter((c): c is Buffer => c !== undefined && c.length > 0)
-  if (present.length === 0) return undefined
-  return present.length === 1 ? present[0] : Buffer.concat(present)
+  if (chunks.length === 0) return undefined
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)
 }

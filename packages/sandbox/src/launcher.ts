@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import { KeelError, type AgentIdentity, type CompiledPolicy, type DecisionSink, type Logger, NOOP_LOGGER } from '@keel/core'
 import { createDnsServer, SyntheticPool, UpstreamResolver, type DnsServer } from '@keel/dns'
-import { Nft, originalDestination, startRelay } from '@keel/nftables-napi'
+import { dialAndRelay, Nft, originalDestination } from '@keel/nftables-napi'
 import { createProxy, type Proxy, type ProxyLimits } from '@keel/proxy'
 import { combineSinks, createTelemetrySink, openFlowLog, type FlowLog } from '@keel/telemetry'
 import { exitStatus, SignalRelay, spawnAgent, waitForAgent } from './agent.js'
@@ -214,8 +214,8 @@ export async function runSandbox(options: SandboxOptions): Promise<SandboxResult
       checkResolved: (args) => policy.checkResolved(args),
       resolve: upstream.resolve,
       resolveCached: upstream.resolveCached,
-      // Allowed connections' bytes move on the addon's splice(2) thread, not the event loop.
-      relay: startRelay,
+      // Allowed connections are dialed and relayed on the addon's thread, not the event loop.
+      relay: dialAndRelay,
       sink,
       logger,
       now,
