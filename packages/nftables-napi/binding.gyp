@@ -1,6 +1,6 @@
 {
   # keel_nft: N-API binding to Debian's libnftables (libnftables-dev) plus SO_ORIGINAL_DST,
-  # keel's sockets made inside a namespace, and the splice(2) socket relay.
+  # keel's sockets made inside a namespace, and the socket relay.
   # Built by scripts/build-native.mjs (the package's `build`), never by an install script.
   "targets": [
     {

@@ -97,7 +97,7 @@ export interface NativeNft {
   ): number | { errno: number; syscall: string }
   relayCommit(engine: unknown, id: number, bytes?: Buffer): void
   relayAbort(engine: unknown, id: number): void
-  relayStats(engine: unknown): { active: number; pooledPipes: number }
+  relayStats(engine: unknown): { active: number }
 }
 
 /** The package root (the directory with binding.gyp), from src/ or dist/ alike. */

@@ -1,8 +1,8 @@
 /**
  * The native socket relay (src/native/relay.cc): give it an accepted socket's
  * descriptor and the upstream addresses, and a thread of its own dials the upstream,
- * writes the head, and moves the bytes both ways with splice(2), with backpressure and
- * half-close, until both directions have ended.
+ * writes the head, and moves the bytes both ways, with backpressure and half-close,
+ * until both directions have ended.
  *
  * The sequence, for the caller:
  * 1. `dialAndRelay(fd, target, { headOut })`. The agent's socket must be paused (Node
@@ -150,8 +150,8 @@ export function dialAndRelay(agentFd: number, target: DialTarget, options: Relay
   }
 }
 
-/** Relays running, and empty pipes kept for reuse (for tests and diagnostics). */
-export function relayStats(): { active: number; pooledPipes: number } {
+/** Relays running (for tests and diagnostics). */
+export function relayStats(): { active: number } {
   return loadNative().relayStats(getEngine().handle)
 }
 

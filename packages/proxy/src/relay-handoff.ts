@@ -1,5 +1,5 @@
 /**
- * Dial through a native relay (the splice(2) thread of @keel/nftables-napi) and hand it
+ * Dial through the native relay (a thread of @keel/nftables-napi) and hand it
  * the agent's socket, instead of dialing with `net.connect` and copying bytes through
  * the JS event loop.
  *

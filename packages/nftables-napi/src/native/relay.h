@@ -1,5 +1,5 @@
-// keel_nft's socket relay (relay.cc): moves bytes between an agent's socket and its
-// upstream socket on a thread of its own, with splice(2), once the proxy has decided.
+// keel_nft's socket relay (relay.cc): dials an allowed connection's upstream and moves
+// the bytes between it and the agent's socket on a thread of its own.
 #pragma once
 
 #include <napi.h>
