@@ -22,7 +22,7 @@
 //   read from it, and two readers would split the stream. Upstream -> agent runs from
 //   the connect on, so the upstream's first answer is not held up by that round trip.
 // - Backpressure: a direction reads only when everything it read before has been
-//   written, so at most one read (kReadBytes) per direction waits in memory.
+//   written, so at most one read buffer (kReadBytes) per direction waits in memory.
 // - Half-close: end of stream on one socket becomes shutdown(SHUT_WR) on the other.
 // - Any error (reset, EPIPE, a socket error, the idle timeout, an abort) closes both
 //   sockets at once, and the first error is reported.
@@ -54,6 +54,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -66,6 +67,8 @@ namespace {
 
 // Bytes read at once: what the JS path reads at once too (bulk-read.ts).
 constexpr size_t kReadBytes = 256 * 1024;
+// Read buffers kept for reuse (see TakeBuffer).
+constexpr size_t kSpareBuffers = 16;
 // Bytes one direction may move per turn before the other relays get theirs.
 constexpr size_t kTurnBudget = 1024 * 1024;
 // How often idle timeouts are checked, at most.
@@ -85,8 +88,11 @@ std::string ErrnoName(int err) {
 struct Direction {
   int src = -1;
   int dst = -1;
-  std::string head;         // written to dst before anything read from src (also: what dst did not take)
+  std::string head;         // from JS: written to dst before anything read from src
   size_t head_written = 0;
+  std::unique_ptr<char[]> held;  // a read dst did not take all of: held[held_off, held_len) is left
+  size_t held_off = 0;
+  size_t held_len = 0;
   uint64_t bytes = 0;       // bytes written to dst, head included
   bool gated = false;       // src is not ours to read yet (see relayCommit)
   bool eof = false;         // src said end of stream
@@ -242,7 +248,8 @@ class Engine {
   std::unordered_map<uint64_t, Relay*> relays_;
   std::vector<uint64_t> ready_;
   std::vector<uint64_t> dialing_;  // ids with a connect in progress (deadlines to watch)
-  std::vector<char> buffer_ = std::vector<char>(kReadBytes);  // every recv() lands here
+  std::unique_ptr<char[]> buffer_;  // the next recv() lands here
+  std::vector<std::unique_ptr<char[]>> spare_;
   size_t idle_relays_ = 0;
   int64_t next_idle_scan_ms_ = 0;
 
@@ -589,12 +596,41 @@ class Engine {
       std::string().swap(d.head);
       d.head_written = 0;
     }
+    while (d.held_off < d.held_len) {
+      ssize_t n = send(d.dst, d.held.get() + d.held_off, d.held_len - d.held_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return Step::kWait;
+        err = errno;
+        syscall = "send";
+        return Step::kError;
+      }
+      d.held_off += static_cast<size_t>(n);
+      d.bytes += static_cast<uint64_t>(n);
+      r->last_active_ms = NowMs();
+    }
+    if (d.held != nullptr) Recycle(std::move(d.held));
     if (d.gated) return Step::kWait;
     return Copy(r, d, err, syscall);
   }
 
-  // recv() into the thread's one buffer, send() from it; what dst does not take waits as
-  // the direction's head, and dst's EPOLLOUT resumes it before anything more is read.
+  // Read buffers (kReadBytes each) kept for reuse: a buffer handed to a direction whose
+  // dst was full comes back here once written, so backpressure costs no copy and no
+  // allocation.
+  std::unique_ptr<char[]> TakeBuffer() {
+    if (spare_.empty()) return std::unique_ptr<char[]>(new char[kReadBytes]);
+    std::unique_ptr<char[]> b = std::move(spare_.back());
+    spare_.pop_back();
+    return b;
+  }
+
+  void Recycle(std::unique_ptr<char[]> b) {
+    if (spare_.size() < kSpareBuffers) spare_.push_back(std::move(b));
+  }
+
+  // recv() into the thread's buffer, send() from it. When dst does not take it all, the
+  // buffer itself becomes the direction's `held` (no copy), the thread takes another,
+  // and dst's EPOLLOUT resumes the direction before anything more is read.
   Step Copy(Relay* r, Direction& d, int& err, const char*& syscall) {
     size_t moved = 0;
     while (moved < kTurnBudget) {
@@ -605,7 +641,8 @@ class Engine {
         }
         return Step::kWait;
       }
-      ssize_t n = recv(d.src, buffer_.data(), buffer_.size(), MSG_DONTWAIT);
+      if (buffer_ == nullptr) buffer_ = TakeBuffer();
+      ssize_t n = recv(d.src, buffer_.get(), kReadBytes, MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) break;
@@ -617,7 +654,7 @@ class Engine {
         d.eof = true;
         continue;
       }
-      ssize_t w = send(d.dst, buffer_.data(), static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t w = send(d.dst, buffer_.get(), static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w < 0) {
         if (errno != EAGAIN && errno != EINTR) {
           err = errno;
@@ -629,8 +666,9 @@ class Engine {
       d.bytes += static_cast<uint64_t>(w);
       moved += static_cast<size_t>(n);
       if (w < n) {
-        d.head.assign(buffer_.data() + w, static_cast<size_t>(n - w));
-        d.head_written = 0;
+        d.held = std::move(buffer_);
+        d.held_off = static_cast<size_t>(w);
+        d.held_len = static_cast<size_t>(n);
         r->last_active_ms = NowMs();
         return Step::kWait;
       }
