@@ -68,7 +68,7 @@ export interface NativeRelayEvent {
   kind: 'connected' | 'dialFailed' | 'done'
   bytesOut?: number
   bytesIn?: number
-  /** Positive errno of what ended it early; on `dialFailed`, set only for an abort or a failed agent socket. */
+  /** Positive errno of what ended it early; on `dialFailed`, set only when the dial itself did not fail (an abort, the relay's own failure). */
   errno?: number
   syscall?: string
   /** `connected`: the address; `dialFailed`: each attempt's result. */

@@ -15,6 +15,7 @@
  *    then on the relay alone reads the agent.
  * 4. `done` settles when both sockets are closed.
  */
+import { constants } from 'node:os'
 import { getSystemErrorName } from 'node:util'
 import { loadNative, type NativeRelayEvent } from './native.js'
 
@@ -37,7 +38,8 @@ export type DialOutcome =
   | { ok: true; address: string }
   /**
    * `timeout`: every address timed out; `failed`: at least one refused, reset or was
-   * unreachable; `aborted`: {@link RelayHandle.abort} or the agent's socket failed first.
+   * unreachable, or the relay itself failed (the detail says which); `aborted`:
+   * {@link RelayHandle.abort} came first.
    * `detail` lists each attempt (`127.0.0.8:443 ECONNREFUSED; ...`).
    */
   | { ok: false; reason: 'timeout' | 'failed' | 'aborted'; detail: string }
@@ -76,6 +78,8 @@ export class RelayStartError extends Error {
   }
 }
 
+const ECANCELED = constants.errno.ECANCELED
+
 interface Waiter {
   connected(outcome: DialOutcome): void
   done(outcome: RelayOutcome): void
@@ -102,7 +106,8 @@ function deliver(id: number, w: Waiter, e: NativeRelayEvent, waiters: Map<number
       return
     case 'dialFailed': {
       waiters.delete(id)
-      const reason = e.errno !== undefined ? 'aborted' : e.timedOut === true ? 'timeout' : 'failed'
+      // ECANCELED: relayAbort. Any other errno is the relay's own failure (epoll_ctl, ...): a failed dial.
+      const reason = e.errno === ECANCELED ? 'aborted' : e.timedOut === true ? 'timeout' : 'failed'
       w.connected({ ok: false, reason, detail: e.text ?? 'the dial failed' })
       w.done({ bytesOut: 0, bytesIn: 0, ...(e.errno === undefined ? {} : { error: systemError(e.errno, e.syscall) }) })
       return

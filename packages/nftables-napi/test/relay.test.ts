@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
-import { readdirSync } from 'node:fs'
+import { closeSync, openSync, readdirSync } from 'node:fs'
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { dialAndRelay, RelayStartError, relayStats, type RelayHandle, type RelayOptions } from '../src/index.js'
@@ -329,6 +329,57 @@ describe('dialAndRelay (native relay)', () => {
     setTimeout(() => aborted.abort(), 100)
     expect(await withinMs(aborted.connected, 5_000, 'aborted')).toMatchObject({ ok: false, reason: 'aborted' })
     expect(((await aborted.done).error as NodeJS.ErrnoException).code).toBe('ECANCELED')
+    expect(relayStats().active).toBe(0)
+  })
+
+  it('never reports a connect that carried the head as a timeout, nor moves the head to another address', async () => {
+    // Two upstreams on the same port, one per address; a 1 ms dial timeout makes the
+    // deadline race the connect. Whatever the outcome, the head must go exactly once,
+    // and only to the connection reported as connected.
+    const seen = new Map<string, string[]>([['127.0.0.1', []], ['127.0.0.2', []]])
+    const serve = (host: string, port: number): Promise<number> => {
+      const server = net.createServer((s) => {
+        const chunks: Buffer[] = []
+        s.on('data', (c: Buffer) => chunks.push(c))
+        s.on('error', () => {})
+        s.on('close', () => seen.get(host)!.push(Buffer.concat(chunks).toString()))
+        s.on('end', () => s.end())
+      })
+      cleanups.push(() => server.close())
+      return new Promise((resolve) => server.listen(port, host, () => resolve((server.address() as net.AddressInfo).port)))
+    }
+    const port = await serve('127.0.0.1', 0)
+    await serve('127.0.0.2', port)
+    let connectedCount = 0
+    for (let i = 0; i < 60; i++) {
+      const { client, agent } = await accepted()
+      const handle = dialAndRelay(fdOf(agent), { addresses: ['127.0.0.1', '127.0.0.2'], port, timeoutMs: 1 }, { headOut: Buffer.from(`HEAD${i}|`) })
+      const c = await withinMs(handle.connected, 5_000, 'connected')
+      if (c.ok) {
+        connectedCount++
+        agent.destroy()
+        handle.commit(Buffer.from('BODY'))
+        client.end()
+        await withinMs(Promise.all([handle.done, ended(client)]), 5_000, 'done')
+      } else {
+        expect(c.reason).toBe('timeout')
+        client.destroy()
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      const got = [...seen.values()].flat().filter((x) => x.includes(`HEAD${i}|`))
+      expect(got, `round ${i}: ${JSON.stringify(c)}`).toEqual(c.ok ? [`HEAD${i}|BODY`] : [])
+      if (c.ok) expect(seen.get(c.address)!.at(-1)).toBe(`HEAD${i}|BODY`)
+    }
+    expect(connectedCount).toBeGreaterThan(0)
+  })
+
+  it('reports its own failure while dialing as a failed dial with the cause, not as an abort', async () => {
+    // /dev/null dup()s fine but epoll refuses it (EPERM): the relay fails before any connect.
+    const fd = openSync('/dev/null', 'r')
+    cleanups.push(() => closeSync(fd))
+    const port = await upstreamServer()
+    const handle = dialAndRelay(fd, { addresses: ['127.0.0.1'], port, timeoutMs: 1_000 })
+    expect(await withinMs(handle.connected, 5_000, 'connected')).toEqual({ ok: false, reason: 'failed', detail: 'epoll_ctl: EPERM' })
     expect(relayStats().active).toBe(0)
   })
 

@@ -220,6 +220,7 @@ class Connection {
       outcome = { verdict: 'deny', reason: Reason.INTERNAL_ERROR, detail: errorText(e) }
       resetSocket(this.socket)
       this.upstream?.destroy()
+      this.relayed?.abort()
     }
     return this.event(outcome)
   }

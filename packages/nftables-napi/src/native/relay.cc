@@ -189,12 +189,19 @@ class Engine {
     r->candidates = std::move(candidates);
     r->dial_timeout_ms = dial_timeout_ms;
     if (ConnectNext(r)) SendHeadIfConnected(r);
-    if (js_active_++ == 0) callback.Ref(env);
-    active_.fetch_add(1, std::memory_order_relaxed);
     Command c;
     c.kind = Command::kStart;
     c.relay = r;
-    Post(std::move(c));
+    if (!Post(std::move(c))) {
+      if (r->upstream >= 0) close(r->upstream);
+      close(agent);
+      delete r;
+      err = EPIPE;
+      syscall = "relay thread";
+      return 0;
+    }
+    if (js_active_++ == 0) callback.Ref(env);
+    active_.fetch_add(1, std::memory_order_relaxed);
     return r->id;
   }
 
@@ -240,6 +247,7 @@ class Engine {
   std::mutex mutex_;
   std::vector<Command> commands_;  // guarded by mutex_
   bool quit_ = false;              // guarded by mutex_
+  bool dead_ = false;              // guarded by mutex_: the thread has stopped for good
   uint64_t next_id_ = 1;           // JS thread; 0 is the wake-up tag in epoll
   size_t js_active_ = 0;           // JS thread: relays whose end JS has not heard yet
   std::atomic<size_t> active_{0};
@@ -282,12 +290,15 @@ class Engine {
     return thread_.joinable();
   }
 
-  void Post(Command c) {
+  // False when the thread has stopped for good (see Loop): nobody would run `c`.
+  bool Post(Command c) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (dead_) return false;
       commands_.push_back(std::move(c));
     }
     Wake();
+    return true;
   }
 
   void Wake() {
@@ -322,8 +333,19 @@ class Engine {
       int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), NextTimeout());
       if (n < 0) {
         if (errno == EINTR) continue;
-        // Cannot wait any more: end every relay rather than leave them hanging.
-        CloseAll(errno, "epoll_wait");
+        // Cannot wait any more: end every relay rather than leave them hanging, and
+        // refuse new ones (the proxy then relays in JS).
+        int err = errno;
+        std::vector<Command> orphans;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          dead_ = true;
+          orphans.swap(commands_);
+        }
+        for (Command& c : orphans) {
+          if (c.kind == Command::kStart) relays_.emplace(c.relay->id, c.relay);
+        }
+        CloseAll(err, "epoll_wait");
         return;
       }
       for (int i = 0; i < n; i++) {
@@ -460,14 +482,19 @@ class Engine {
     return false;
   }
 
-  // A loopback connect is usually complete when connect() returns: then the head can go
-  // out from the calling thread at once. getpeername() says whether it is, without
-  // consuming a pending socket error the way send() or SO_ERROR would; anything short
-  // of a clean send is left to the relay thread.
-  static void SendHeadIfConnected(Relay* r) {
+  // getpeername() says whether a connect is complete, without consuming a pending
+  // socket error the way send() or SO_ERROR would.
+  static bool IsConnected(int fd) {
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
-    if (r->out.head.empty() || getpeername(r->upstream, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
+    return getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0;
+  }
+
+  // A loopback connect is usually complete when connect() returns: then the head can go
+  // out from the calling thread at once. Anything short of a clean send is left to the
+  // relay thread.
+  static void SendHeadIfConnected(Relay* r) {
+    if (r->out.head.empty() || !IsConnected(r->upstream)) return;
     ssize_t n = send(r->upstream, r->out.head.data(), r->out.head.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       r->out.head_written = static_cast<size_t>(n);
@@ -506,14 +533,10 @@ class Engine {
     // (the upstream reset after reading the head) ends a relayed connection, not a dial.
     bool established = r->out.bytes > 0;
     int err = SocketError(r->upstream);
-    if (err == 0) {
-      sockaddr_storage peer{};
-      socklen_t len = sizeof peer;
-      // Writable is not always connected; getpeername says for sure.
-      if (getpeername(r->upstream, reinterpret_cast<sockaddr*>(&peer), &len) != 0) {
-        if (errno == ENOTCONN && !established) return;  // still connecting: the next event decides
-        err = errno;
-      }
+    // Writable is not always connected; getpeername says for sure.
+    if (err == 0 && !IsConnected(r->upstream)) {
+      if (errno == ENOTCONN && !established) return;  // still connecting: the next event decides
+      err = errno;
     }
     StopDialing(r);
     if (err != 0 && !established) {
@@ -543,6 +566,12 @@ class Engine {
       if (it != relays_.end() && now >= it->second->dial_deadline_ms) expired.push_back(it->second);
     }
     for (Relay* r : expired) {
+      // A connect that completed (its event not read yet), or that already carried the
+      // head, won the race with its deadline: it is connected, never a timeout.
+      if (r->out.bytes > 0 || IsConnected(r->upstream)) {
+        ConnectDone(r);
+        continue;
+      }
       StopDialing(r);
       DialFailure(r, "no answer in " + std::to_string(r->dial_timeout_ms) + " ms", true);
       CloseUpstream(r);
@@ -654,9 +683,12 @@ class Engine {
         d.eof = true;
         continue;
       }
-      ssize_t w = send(d.dst, buffer_.get(), static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t w;
+      do {
+        w = send(d.dst, buffer_.get(), static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
+      } while (w < 0 && errno == EINTR);
       if (w < 0) {
-        if (errno != EAGAIN && errno != EINTR) {
+        if (errno != EAGAIN) {
           err = errno;
           syscall = "send";
           return Step::kError;
@@ -746,7 +778,12 @@ void DeliverOutcome(Napi::Env env, Napi::Function fn, Engine* engine, Outcome* o
     if (o->syscall != nullptr) event.Set("syscall", Napi::String::New(env, o->syscall));
     if (!o->text.empty()) event.Set("text", Napi::String::New(env, o->text));
     if (o->timed_out) event.Set("timedOut", Napi::Boolean::New(env, true));
-    fn.Call({Napi::Number::New(env, static_cast<double>(o->id)), event});
+    try {
+      fn.Call({Napi::Number::New(env, static_cast<double>(o->id)), event});
+    } catch (const Napi::Error& e) {
+      // A throw in the JS callback is a bug there: report it as uncaught, not terminate().
+      e.ThrowAsJavaScriptException();
+    }
   }
   delete o;
 }
@@ -756,9 +793,11 @@ Engine* EngineOf(const Napi::CallbackInfo& info, const char* usage) {
   return info[0].As<Napi::External<Engine>>().Data();
 }
 
+// A relay id; 0 (which no relay has) for anything that is not one.
 uint64_t IdOf(const Napi::CallbackInfo& info, const char* usage) {
   if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), usage);
-  return static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue());
+  double id = info[1].As<Napi::Number>().DoubleValue();
+  return id >= 1 && id <= 9007199254740991.0 ? static_cast<uint64_t>(id) : 0;
 }
 
 std::string BytesOf(Napi::Env env, const Napi::Value& v) {
@@ -837,13 +876,15 @@ Napi::Value RelayStart(const Napi::CallbackInfo& info) {
     if (!v.IsString()) throw Napi::TypeError::New(env, "addresses must be strings");
     candidates.push_back(ParseAddress(env, v.As<Napi::String>().Utf8Value(), static_cast<int>(port)));
   }
-  double dial_timeout = info[4].As<Napi::Number>().DoubleValue();
-  double idle = info[6].As<Napi::Number>().DoubleValue();
+  // Milliseconds, clamped to [1 ms, a day] (NaN and Infinity included): the casts below must not overflow.
+  auto millis = [](double v, double fallback) { return v >= 1 ? std::min(v, 86'400'000.0) : fallback; };
+  double dial_timeout = millis(info[4].As<Napi::Number>().DoubleValue(), 1);
+  double idle = millis(info[6].As<Napi::Number>().DoubleValue(), 0);
   int err = 0;
   const char* syscall = "";
   uint64_t id = engine->Start(env, static_cast<int>(fd), std::move(candidates),
-                              dial_timeout > 0 ? static_cast<int64_t>(dial_timeout) : 10'000, BytesOf(env, info[5]),
-                              idle > 0 ? static_cast<int64_t>(idle) : 0, err, syscall);
+                              static_cast<int64_t>(dial_timeout), BytesOf(env, info[5]), static_cast<int64_t>(idle), err,
+                              syscall);
   if (id != 0) return Napi::Number::New(env, static_cast<double>(id));
   Napi::Object obj = Napi::Object::New(env);
   obj.Set("errno", Napi::Number::New(env, err));
