@@ -9,7 +9,7 @@
  * not starve whatever else runs on a 2-core CI machine. Figures: BENCHMARKS.md,
  * "Load (test/hostile)".
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { World } from '../world/index.js'
@@ -37,6 +37,15 @@ interface LoadResult {
   connectMs: number | null
   messagesPerSecond: number
   echoedBytesPerSecond: number
+}
+
+/** True when the process has a thread named `name` (/proc/PID/task/TID/comm). */
+function hasThread(pid: number, name: string): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/task`).some((tid) => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === name)
+  } catch {
+    return false
+  }
 }
 
 function rssKiB(pid: number): number | undefined {
@@ -70,10 +79,12 @@ describe.skipIf(!isRoot)('load (needs root: network namespaces and nftables)', (
     const readyFile = join(marks, 'ready')
     const doneFile = join(marks, 'done')
     let pid = 0
-    const samples: { t: number; kib: number; ready: boolean; done: boolean }[] = []
+    const samples: { t: number; kib: number; ready: boolean; done: boolean; relayThread: boolean }[] = []
     const sampler = setInterval(() => {
       const kib = pid ? rssKiB(pid) : undefined
-      if (kib !== undefined) samples.push({ t: Date.now(), kib, ready: existsSync(readyFile), done: existsSync(doneFile) })
+      if (kib !== undefined) {
+        samples.push({ t: Date.now(), kib, ready: existsSync(readyFile), done: existsSync(doneFile), relayThread: hasThread(pid, 'keel-relay') })
+      }
     }, 1000)
     let r
     try {
@@ -109,6 +120,8 @@ describe.skipIf(!isRoot)('load (needs root: network namespaces and nftables)', (
     // and at the end (before the agent closes them).
     const during = samples.filter((s) => s.ready && !s.done)
     expect(during.length).toBeGreaterThan(SECONDS / 2)
+    // The bytes went through the addon's relay thread, not the JS splice.
+    expect(during.every((s) => s.relayThread)).toBe(true)
     const start = during[0]!
     const warm = during.find((s) => s.t >= start.t + 10_000) ?? start
     const end = during[during.length - 1]!
