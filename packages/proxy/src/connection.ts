@@ -14,6 +14,11 @@
  *      └──literal IP──▶ decide(address): CIDR rules + guard rails ─▶ dial exactly it ─▶ splice
  * ```
  *
+ * "dial ─▶ splice" is the addon's relay thread when keel run wires it in (`deps.relay`,
+ * relay-handoff.ts): it dials, sends the peeked head, and moves the bytes off the event
+ * loop. Server-first connections to names, and sockets it cannot take, use dial.ts and
+ * splice.ts here.
+ *
  * Design decisions (the open questions of the `keel run` issue):
  *
  * - **Opaque protocols** (first bytes neither TLS nor HTTP: SSH, Postgres, Redis RESP)
