@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { closeSync, openSync, readdirSync } from 'node:fs'
 import net from 'node:net'
+import { networkInterfaces } from 'node:os'
 import { afterEach, describe, expect, it } from 'vitest'
 import { dialAndRelay, RelayStartError, relayStats, type RelayHandle, type RelayOptions } from '../src/index.js'
 
@@ -121,6 +122,10 @@ function withinMs<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)
   })
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+}
+
+function hasIpv6Loopback(): boolean {
+  return (networkInterfaces().lo ?? []).some((a) => a.family === 'IPv6' && a.address === '::1')
 }
 
 function openFds(): number {
@@ -287,6 +292,21 @@ describe('dialAndRelay (native relay)', () => {
     expect(openFds() - before).toBeLessThanOrEqual(2)
   })
 
+  it.skipIf(!hasIpv6Loopback())('dials an IPv6 upstream', async () => {
+    const upstream = net.createServer((s) => s.end('over ::1'))
+    cleanups.push(() => upstream.close())
+    const port = await new Promise<number>((resolve) => upstream.listen(0, '::1', () => resolve((upstream.address() as net.AddressInfo).port)))
+    const { client, agent } = await accepted()
+    const handle = dialAndRelay(fdOf(agent), { addresses: ['::1'], port, timeoutMs: 5_000 })
+    expect(await withinMs(handle.connected, 5_000, 'connected')).toEqual({ ok: true, address: '::1' })
+    agent.destroy()
+    handle.commit()
+    const got = readAll(client)
+    client.end()
+    expect((await withinMs(got, 5_000, 'bytes')).toString()).toBe('over ::1')
+    expect(await withinMs(handle.done, 5_000, 'done')).toEqual({ bytesOut: 0, bytesIn: 8 })
+  })
+
   it('tries the addresses in order and reports each failure; the socket stays the caller\'s', async () => {
     const refused = await upstreamServer()
     // A closed listener: its port refuses.
@@ -378,8 +398,13 @@ describe('dialAndRelay (native relay)', () => {
     const fd = openSync('/dev/null', 'r')
     cleanups.push(() => closeSync(fd))
     const port = await upstreamServer()
-    const handle = dialAndRelay(fd, { addresses: ['127.0.0.1'], port, timeoutMs: 1_000 })
-    expect(await withinMs(handle.connected, 5_000, 'connected')).toEqual({ ok: false, reason: 'failed', detail: 'epoll_ctl: EPERM' })
+    // Many times over: a relay that fails this fast is finished (and freed) by the relay
+    // thread while relayStart is still returning its id, which once read freed memory.
+    for (let i = 0; i < 1000; i++) {
+      const handle = dialAndRelay(fd, { addresses: ['127.0.0.1'], port, timeoutMs: 1_000 })
+      const outcome = await withinMs(handle.connected, 5_000, `connected (round ${i})`)
+      expect(outcome).toEqual({ ok: false, reason: 'failed', detail: 'epoll_ctl: EPERM' })
+    }
     expect(relayStats().active).toBe(0)
   })
 

@@ -189,10 +189,15 @@ class Engine {
     r->candidates = std::move(candidates);
     r->dial_timeout_ms = dial_timeout_ms;
     if (ConnectNext(r)) SendHeadIfConnected(r);
+    // From the Post on, `r` belongs to the relay thread, which may finish and delete it
+    // before Post returns (a dial that fails at once): nothing below may touch it.
+    const uint64_t id = r->id;
+    active_.fetch_add(1, std::memory_order_relaxed);
     Command c;
     c.kind = Command::kStart;
     c.relay = r;
     if (!Post(std::move(c))) {
+      active_.fetch_sub(1, std::memory_order_relaxed);
       if (r->upstream >= 0) close(r->upstream);
       close(agent);
       delete r;
@@ -201,8 +206,7 @@ class Engine {
       return 0;
     }
     if (js_active_++ == 0) callback.Ref(env);
-    active_.fetch_add(1, std::memory_order_relaxed);
-    return r->id;
+    return id;
   }
 
   // JS thread: the agent's socket is the relay's alone now; `bytes` go upstream first.
