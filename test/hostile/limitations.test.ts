@@ -103,7 +103,9 @@ describe.skipIf(!isRoot)('documented limitations (SECURITY.md; needs root)', () 
       })
       const r = await runEscape(['limit_same_user_process'], { world, dir: scratch.path, config: { hostPid, hostFd }, timeoutMs: 30_000 })
       expect(r.code, r.stderr).toBe(0)
-      expect(r.get('limit_same_user_process')).toMatchObject({ outcome: 'data', head: 'hello from the host network', escaped: true })
+      // The whole result in the message: an 'agent-error' carries the Python exception.
+      const result = r.get('limit_same_user_process')
+      expect(result, JSON.stringify(result)).toMatchObject({ outcome: 'data', head: 'hello from the host network', escaped: true })
       expect(received).toContain('sent through a socket of the host namespace')
     } finally {
       if (holder.exitCode === null) holder.kill('SIGKILL')
