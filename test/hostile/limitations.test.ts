@@ -96,10 +96,16 @@ describe.skipIf(!isRoot)('documented limitations (SECURITY.md; needs root)', () 
     try {
       const [hostPid, hostFd] = await new Promise<number[]>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('the holder did not start')), 5000)
-        holder.stdout!.once('data', (d: Buffer) => {
+        // Up to the newline: the line can arrive in more than one read.
+        let line = ''
+        const onData = (d: Buffer): void => {
+          line += d.toString()
+          if (!line.includes('\n')) return
           clearTimeout(timer)
-          resolve(d.toString().trim().split(' ').map(Number))
-        })
+          holder.stdout!.off('data', onData)
+          resolve(line.trim().split(' ').map(Number))
+        }
+        holder.stdout!.on('data', onData)
       })
       const r = await runEscape(['limit_same_user_process'], { world, dir: scratch.path, config: { hostPid, hostFd }, timeoutMs: 30_000 })
       expect(r.code, r.stderr).toBe(0)

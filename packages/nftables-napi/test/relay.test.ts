@@ -88,7 +88,12 @@ async function blackholePort(): Promise<number> {
   ])
   cleanups.push(() => py.kill())
   return new Promise((resolve, reject) => {
-    py.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))
+    // Up to the newline: the line can arrive in more than one read.
+    let line = ''
+    py.stdout.on('data', (d: Buffer) => {
+      line += d.toString()
+      if (line.includes('\n')) resolve(Number(line.trim()))
+    })
     py.once('error', reject)
   })
 }
