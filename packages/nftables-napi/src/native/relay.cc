@@ -147,7 +147,8 @@ struct Command {
   std::string bytes;       // kCommit: agent bytes Node read after the head
 };
 
-enum class Step { kWait, kBudget, kError };
+// kDone is Drain's "all written"; Pump returns only the other three.
+enum class Step { kWait, kBudget, kError, kDone };
 
 class Engine;
 void DeliverOutcome(Napi::Env env, Napi::Function fn, Engine* engine, Outcome* outcome);
@@ -612,25 +613,26 @@ class Engine {
   }
 
   Step Pump(Relay* r, Direction& d, int& err, const char*& syscall) {
-    while (d.head_written < d.head.size()) {
-      ssize_t n = send(d.dst, d.head.data() + d.head_written, d.head.size() - d.head_written, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) return Step::kWait;
-        err = errno;
-        syscall = "send";
-        return Step::kError;
-      }
-      d.head_written += static_cast<size_t>(n);
-      d.bytes += static_cast<uint64_t>(n);
-      r->last_active_ms = NowMs();
-    }
+    Step s = Drain(r, d, d.head.data(), d.head.size(), d.head_written, err, syscall);
+    if (s != Step::kDone) return s;
     if (!d.head.empty()) {
       std::string().swap(d.head);
       d.head_written = 0;
     }
-    while (d.held_off < d.held_len) {
-      ssize_t n = send(d.dst, d.held.get() + d.held_off, d.held_len - d.held_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (d.held != nullptr) {
+      s = Drain(r, d, d.held.get(), d.held_len, d.held_off, err, syscall);
+      if (s != Step::kDone) return s;
+      Recycle(std::move(d.held));
+    }
+    if (d.gated) return Step::kWait;
+    return Copy(r, d, err, syscall);
+  }
+
+  // Write data[off, len) to d.dst. kDone: all written; kWait: dst is full; kError: err
+  // and syscall are set.
+  Step Drain(Relay* r, Direction& d, const char* data, size_t len, size_t& off, int& err, const char*& syscall) {
+    while (off < len) {
+      ssize_t n = send(d.dst, data + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) return Step::kWait;
@@ -638,13 +640,11 @@ class Engine {
         syscall = "send";
         return Step::kError;
       }
-      d.held_off += static_cast<size_t>(n);
+      off += static_cast<size_t>(n);
       d.bytes += static_cast<uint64_t>(n);
       r->last_active_ms = NowMs();
     }
-    if (d.held != nullptr) Recycle(std::move(d.held));
-    if (d.gated) return Step::kWait;
-    return Copy(r, d, err, syscall);
+    return Step::kDone;
   }
 
   // Read buffers (kReadBytes each) kept for reuse: a buffer handed to a direction whose
