@@ -1,4 +1,11 @@
+import { getSystemErrorName } from 'node:util'
 import { KeelError } from '@keel/core'
+
+/** A Node-style system error (`code` ECONNRESET, `errno` negative, `syscall`) for a positive errno from the addon. */
+export function systemError(errno: number, syscall: string): Error & { code: string; errno: number; syscall: string } {
+  const code = getSystemErrorName(-errno)
+  return Object.assign(new Error(`${syscall}: ${code}`), { errno: -errno, code, syscall })
+}
 
 /**
  * A batch that libnftables refused (parse error, missing object, kernel error). The

@@ -5,8 +5,8 @@
  * getsockopt(2) on the accepted socket's fd.
  */
 import type { Socket } from 'node:net'
-import { getSystemErrorName } from 'node:util'
 import { KeelError } from '@keel/core'
+import { systemError } from './errors.js'
 import { loadNative, type NativeOriginalDstError } from './native.js'
 import type { OriginalDestination } from './types.js'
 
@@ -69,8 +69,8 @@ export function originalDestinationFromFd(fd: number): OriginalDestination {
 }
 
 function errnoError(fd: number, res: NativeOriginalDstError): Error {
-  const name = getSystemErrorName(-res.errno)
-  const cause = Object.assign(new Error(`${res.syscall}: ${name}`), { errno: -res.errno, code: name, syscall: res.syscall })
+  const cause = systemError(res.errno, res.syscall)
+  const name = cause.code
   if (res.errno === ENOENT) {
     return new KeelError(
       'ERR_NO_ORIGINAL_DST',

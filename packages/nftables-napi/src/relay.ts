@@ -17,6 +17,7 @@
  */
 import { constants } from 'node:os'
 import { getSystemErrorName } from 'node:util'
+import { systemError } from './errors.js'
 import { loadNative, type NativeRelayEvent } from './native.js'
 
 export interface DialTarget {
@@ -109,14 +110,14 @@ function deliver(id: number, w: Waiter, e: NativeRelayEvent, waiters: Map<number
       // ECANCELED: relayAbort. Any other errno is the relay's own failure (epoll_ctl, ...): a failed dial.
       const reason = e.errno === ECANCELED ? 'aborted' : e.timedOut === true ? 'timeout' : 'failed'
       w.connected({ ok: false, reason, detail: e.text ?? 'the dial failed' })
-      w.done({ bytesOut: 0, bytesIn: 0, ...(e.errno === undefined ? {} : { error: systemError(e.errno, e.syscall) }) })
+      w.done({ bytesOut: 0, bytesIn: 0, ...(e.errno === undefined ? {} : { error: systemError(e.errno, e.syscall ?? 'relay') }) })
       return
     }
     case 'done': {
       waiters.delete(id)
       const outcome: RelayOutcome = { bytesOut: e.bytesOut ?? 0, bytesIn: e.bytesIn ?? 0 }
       if (e.errno !== undefined) {
-        outcome.error = e.syscall === 'idle' ? new Error(`idle for ${w.idleTimeoutMs} ms`) : systemError(e.errno, e.syscall)
+        outcome.error = e.syscall === 'idle' ? new Error(`idle for ${w.idleTimeoutMs} ms`) : systemError(e.errno, e.syscall ?? 'relay')
       }
       w.done(outcome)
       return
@@ -158,9 +159,4 @@ export function dialAndRelay(agentFd: number, target: DialTarget, options: Relay
 /** Relays running (for tests and diagnostics). */
 export function relayStats(): { active: number } {
   return loadNative().relayStats(getEngine().handle)
-}
-
-function systemError(errno: number, syscall = 'relay'): Error {
-  const code = getSystemErrorName(-errno)
-  return Object.assign(new Error(`${syscall}: ${code}`), { errno: -errno, code, syscall })
 }
