@@ -26,13 +26,18 @@ export type DialResult =
       detail: string
     }
 
+/** The addresses a dial tries: literal IPs only, in order, at most `maxAttempts` (at least one). */
+export function dialCandidates(addresses: readonly string[], maxAttempts: number): string[] {
+  return addresses.filter((a) => net.isIP(a) !== 0).slice(0, Math.max(1, maxAttempts))
+}
+
 /**
  * Connect to the first address that answers. The result's reason is
  * `upstream_connect_timeout` when every attempt timed out, `upstream_connect_failed`
  * otherwise (refused, reset, unreachable). Never rejects.
  */
 export async function dialFirst(addresses: readonly string[], port: number, options: DialOptions): Promise<DialResult> {
-  const candidates = addresses.filter((a) => net.isIP(a) !== 0).slice(0, Math.max(1, options.maxAttempts))
+  const candidates = dialCandidates(addresses, options.maxAttempts)
   if (candidates.length === 0) {
     return { ok: false, reason: Reason.UPSTREAM_CONNECT_FAILED, detail: 'no address to dial' }
   }

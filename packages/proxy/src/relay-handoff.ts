@@ -16,9 +16,9 @@
  * descriptor (a test double), one already closing or with bytes queued for writing, or
  * when the relay refuses (e.g. EMFILE).
  */
-import net, { type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { Reason } from '@keel/core'
-import type { DialResult } from './dial.js'
+import { dialCandidates, type DialResult } from './dial.js'
 import type { SpliceResult } from './splice.js'
 
 /** Where the relay dials: vetted literal IPs, in order. */
@@ -65,7 +65,7 @@ export function dialThroughRelay(
 ): RelayDial | undefined {
   const fd = fdOf(agent)
   if (fd === undefined || agent.destroyed || agent.writableEnded || agent.writableLength > 0) return undefined
-  const addresses = target.addresses.filter((a) => net.isIP(a) !== 0).slice(0, Math.max(1, target.maxAttempts))
+  const addresses = dialCandidates(target.addresses, target.maxAttempts)
   let handle: ReturnType<SocketRelay>
   try {
     handle = relay(fd, { addresses, port: target.port, timeoutMs: target.timeoutMs }, { headOut: options.head, idleTimeoutMs: options.idleTimeoutMs })
