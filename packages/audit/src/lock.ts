@@ -253,12 +253,9 @@ export function createFileLocker(lockPath: string, options: FileLockOptions = {}
 export async function acquireFileLock(lockPath: string, options: FileLockOptions = {}): Promise<FileLock> {
   const locker = createFileLocker(lockPath, options)
   try {
-    const lock = await locker.acquire()
-    // The lock file is a hard link: our private name can go now.
+    return await locker.acquire()
+  } finally {
+    // Held, the lock file is a hard link to our private file, so its name can go either way.
     locker.close()
-    return lock
-  } catch (err) {
-    locker.close()
-    throw err
   }
 }

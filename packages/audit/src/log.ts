@@ -69,21 +69,13 @@ export interface AuditLogOptions {
   deferredSyncMs?: number
 }
 
-/** Per-append options. */
-export interface AppendOptions {
-  /**
-   * `sync` (default): resolve once the record is durable per the fsync policy.
-   * `deferred`: resolve once written; synced with the next synced commit or within
-   * `deferredSyncMs` (policy `batch`; `always` still syncs each record).
-   */
-  durability?: 'sync' | 'deferred'
-  /**
-   * Nothing else waits on this event loop: when this append's commit needs a sync and no
-   * other append is queued, the sync runs on the loop itself (fdatasync without a
-   * thread-pool hand-off). See RecordOptions.inline in @keel/core.
-   */
-  inline?: boolean
-}
+/**
+ * Per-append options: core's RecordOptions. `deferred` resolves once written and is synced
+ * with the next synced commit or within `deferredSyncMs` (policy `batch`; `always` still
+ * syncs each record). `inline` runs a needed sync on the event loop when no other append
+ * is queued.
+ */
+export type AppendOptions = RecordOptions
 
 /** The head of a chain: seq 0 and the genesis hash for an empty log. */
 export interface ChainHead {
