@@ -3,7 +3,7 @@
  *
  * keel's in-process binding to libnftables (never a shell-out to `nft`), plus the
  * SO_ORIGINAL_DST lookup for redirected connections, plus listening sockets made inside
- * a sandbox's namespace (`listenInNetns`), plus a socket relay that dials and splices
+ * a sandbox's namespace (`listenInNetns`), plus a socket relay that dials and moves bytes
  * on a thread of its own (`dialAndRelay`). Batches run atomically, optionally
  * inside another network namespace on a thread of their own.
  *

@@ -121,9 +121,9 @@ export function verifyFirstBytes(
   }
 }
 
-/** Compare names as DNS does: ASCII (A-labels), lowercase, without a trailing dot. */
 const LDH_LOWER = /^[a-z0-9.-]*$/
 
+/** Compare names as DNS does: ASCII (A-labels), lowercase, without a trailing dot. */
 export function normalizeName(name: string): string {
   const bare = name.endsWith('.') ? name.slice(0, -1) : name
   // The common case, a lower-case LDH name without punycode, is already its own ASCII
