@@ -1,11 +1,12 @@
 {
   # keel_nft: N-API binding to Debian's libnftables (libnftables-dev) plus SO_ORIGINAL_DST,
-  # keel's sockets made inside a namespace, and the socket relay.
+  # the namespace helpers (keel's sockets made inside a namespace, its loopback's packet
+  # size), and the socket relay.
   # Built by scripts/build-native.mjs (the package's `build`), never by an install script.
   "targets": [
     {
       "target_name": "keel_nft",
-      "sources": ["src/native/nft.cc", "src/native/relay.cc"],
+      "sources": ["src/native/nft.cc", "src/native/netns.cc", "src/native/relay.cc"],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
       ],

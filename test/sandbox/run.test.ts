@@ -77,6 +77,22 @@ describe.skipIf(!isRoot)('keel run (needs root: network namespaces and nftables)
     expect(api.bytesIn).toBeGreaterThan(1000)
   })
 
+  it("gives the agent a namespace with only lo, AnyIP routes for IPv4 and IPv6, and big packets on lo", async () => {
+    const r = await keelRun({
+      world,
+      dir: scratch.path,
+      command: ['sh', '-c', 'ip -j -d link show && ip -4 -j route show table local && ip -6 -j route show table local'],
+    })
+    expect(r.code, r.stderr).toBe(0)
+    const [links, routes4, routes6] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>[])
+    expect(links!.map((l) => l.ifname)).toEqual(['lo'])
+    // 256 KiB packets between the agent and keel (packages/sandbox/src/netns.ts, LOOPBACK_GSO_BYTES).
+    expect(links![0]).toMatchObject({ operstate: 'UNKNOWN', gso_max_size: 262144 })
+    const anyIp = (routes: Record<string, unknown>[]) => routes.filter((x) => x.type === 'local' && x.dst === 'default' && x.dev === 'lo')
+    expect(anyIp(routes4!)).toHaveLength(1)
+    expect(anyIp(routes6!)).toHaveLength(1)
+  })
+
   it('denies every way out quickly, each with its reason in the report', async () => {
     // DNS over TLS to a public resolver: TCP 853 to an IP literal no CIDR rule allows.
     const dot = `echo | openssl s_client -connect 1.1.1.1:853 -servername one.one.one.one -brief`

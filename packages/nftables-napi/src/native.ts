@@ -77,13 +77,14 @@ export interface NativeRelayEvent {
   timedOut?: boolean
 }
 
-/** The addon's exports (src/native/nft.cc, src/native/relay.cc). */
+/** The addon's exports (src/native/nft.cc, src/native/netns.cc, src/native/relay.cc). */
 export interface NativeNft {
   run(commands: string, request: NativeRunRequest): NativeRunResult
   runAsync(commands: string, request: NativeRunRequest): Promise<NativeRunResult>
   originalDst(fd: number): NativeOriginalDst
   listenInNetns(netns: string, specs: NativeSocketSpec[]): NativeListenResult
   removeNetns(path: string): { errno?: number; syscall?: string; error?: string }
+  setLoopbackGso(netns: string, bytes: number): { failedAt?: string; error?: string; errno?: number }
   /** The socket relay (src/native/relay.cc); see src/relay.ts. */
   relayInit(onEvent: (id: number, event: NativeRelayEvent) => void): unknown
   relayStart(

@@ -3,7 +3,8 @@ import dgram from 'node:dgram'
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { existsSync } from 'node:fs'
-import { listenInNetns, removeNetns } from '../src/index.js'
+import { fileURLToPath } from 'node:url'
+import { listenInNetns, removeNetns, setLoopbackGsoMaxSize } from '../src/index.js'
 import { SKIP_REASON, acceptFromNetns, cleanup, deleteNetns, execInNetns, makeNetns, threadNetns, withTimeout } from './helpers/netns.js'
 
 const adopted: { close(): void }[] = []
@@ -114,5 +115,31 @@ describe.skipIf(SKIP_REASON !== undefined)(`listenInNetns${SKIP_REASON ? ` (skip
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(ns)
     expect(() => removeNetns(ns)).not.toThrow()
     deleteNetns(ns) // forget it in the helper (already gone)
+  })
+})
+
+describe.skipIf(SKIP_REASON !== undefined)(`setLoopbackGsoMaxSize${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''}`, () => {
+  const loGso = fileURLToPath(new URL('helpers/lo-gso.py', import.meta.url))
+  const hostLo = (): string => execFileSync('python3', [loGso], { encoding: 'utf8' })
+  const nsLo = (ns: string): { gsoMaxSize?: number; gsoIpv4MaxSize?: number } => JSON.parse(execInNetns(ns, 'python3', [loGso]))
+
+  it("raises lo's IPv4 and IPv6 packet size inside the namespace only", () => {
+    const ns = makeNetns()
+    const host = hostLo()
+    const before = threadNetns()
+    expect(nsLo(ns)).toEqual({ gsoMaxSize: 65536, gsoIpv4MaxSize: 65536 })
+    setLoopbackGsoMaxSize(ns, 256 * 1024)
+    expect(nsLo(ns)).toEqual({ gsoMaxSize: 262144, gsoIpv4MaxSize: 262144 })
+    expect(hostLo()).toBe(host)
+    expect(threadNetns()).toBe(before)
+  })
+
+  it("says what the kernel refused, and leaves lo as it was", () => {
+    const ns = makeNetns()
+    // Above lo's tso_max_size (just under 512 KiB): EINVAL, with the kernel's reason.
+    expect(() => setLoopbackGsoMaxSize(ns, 1 << 30)).toThrow(/could not set lo's packet size in network namespace .*: RTM_NEWLINK lo gso_max_size 1073741824 .*Invalid argument/)
+    expect(nsLo(ns)).toEqual({ gsoMaxSize: 65536, gsoIpv4MaxSize: 65536 })
+    expect(() => setLoopbackGsoMaxSize('/run/netns/keel-t-does-not-exist', 262144)).toThrow(/open\(\/run\/netns\/keel-t-does-not-exist\)/)
+    expect(() => setLoopbackGsoMaxSize(ns, -1)).toThrow(TypeError)
   })
 })

@@ -8,7 +8,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs'
 import { KeelError } from '@keel/core'
-import { removeNetns } from '@keel/nftables-napi'
+import { removeNetns, setLoopbackGsoMaxSize } from '@keel/nftables-napi'
 import { run } from './exec.js'
 
 export const NETNS_DIR = '/run/netns'
@@ -29,7 +29,18 @@ export function isKeelNetnsName(name: string): boolean {
 /** `ip -batch` lines run inside a new namespace: lo up, then the AnyIP routes. */
 export const NETNS_SETUP_BATCH = ['link set lo up', 'route add local 0.0.0.0/0 dev lo', 'route add local ::/0 dev lo', ''].join('\n')
 
-/** Creates the namespace with lo up and the AnyIP routes; removes it again if any step fails. */
+/**
+ * The largest packet the sandbox's lo builds (BIG TCP sizes, for IPv4 and IPv6): the
+ * relay's read buffer (src/native/relay.cc, kReadBytes), so one send of it is one packet.
+ * What it gains is measured in BENCHMARKS.md (sandbox notes). The host's lo is never
+ * touched.
+ */
+export const LOOPBACK_GSO_BYTES = 256 * 1024
+
+/**
+ * Creates the namespace with lo up and the AnyIP routes, and lo's packet size raised
+ * where the kernel allows it; removes the namespace again if a required step fails.
+ */
 export async function createNetns(name: string): Promise<Netns> {
   if (!isKeelNetnsName(name)) throw new KeelError('ERR_INTERNAL', `not a keel namespace name: ${name}`)
   try {
@@ -50,7 +61,14 @@ export async function createNetns(name: string): Promise<Netns> {
     await deleteNetns(name).catch(() => {})
     throw new KeelError('ERR_INTERNAL', `could not set up network namespace ${name}: ${(err as Error).message}`, { cause: err })
   }
-  return { name, path: netnsPath(name) }
+  const path = netnsPath(name)
+  try {
+    setLoopbackGsoMaxSize(path, LOOPBACK_GSO_BYTES)
+  } catch {
+    // Throughput only: kernels before 5.19 (IPv6) or 6.3 (IPv4) refuse sizes above 64 KiB,
+    // and the sandbox works the same at lo's default.
+  }
+  return { name, path }
 }
 
 /**

@@ -1,6 +1,5 @@
 // keel_nft: a thin N-API binding to libnftables, plus the SO_ORIGINAL_DST lookup, plus
-// keel's listening sockets made inside a sandbox namespace (listenInNetns, below), plus
-// the socket relay of relay.cc.
+// the namespace helpers of netns.cc and the socket relay of relay.cc.
 //
 // Kept as small as libnftables' own Python binding (py/src/nftables.py): make a
 // context, buffer output and error, run one batch, return {rc, output, error}, free
@@ -17,6 +16,7 @@
 
 #include <napi.h>
 
+#include "netns.h"
 #include "relay.h"
 
 #include <nftables/libnftables.h>  // has its own extern "C"
@@ -26,16 +26,13 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/mman.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <exception>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -74,12 +71,6 @@ struct RunResult {
 // libnftables does not document thread safety across contexts, and the async variant
 // can run on several pool threads at once, so every libnftables call is serialized.
 std::mutex g_nft_mutex;
-
-std::string ErrnoText(int err) {
-  char buf[256];
-  // GNU strerror_r (g++ defines _GNU_SOURCE): returns a pointer, maybe not into buf.
-  return std::string(strerror_r(err, buf, sizeof buf));
-}
 
 bool WriteAll(int fd, const std::string& data) {
   size_t done = 0;
@@ -143,21 +134,10 @@ void RunHere(const RunRequest& req, RunResult& res) {
 // Body of the per-call worker thread: enter the namespace, then run. If entering fails,
 // nothing runs: a batch must never land in the wrong namespace.
 void RunInNetns(const RunRequest& req, RunResult& res) {
-  int fd = open(req.netns.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    res.sys_errno = errno;
+  if (!keel_netns::Enter(req.netns, res.error, res.sys_errno)) {
     res.failed_at = "netns";
-    res.error = "open(" + req.netns + "): " + ErrnoText(res.sys_errno);
     return;
   }
-  if (setns(fd, CLONE_NEWNET) != 0) {
-    res.sys_errno = errno;
-    close(fd);
-    res.failed_at = "netns";
-    res.error = "setns(" + req.netns + ", CLONE_NEWNET): " + ErrnoText(res.sys_errno);
-    return;
-  }
-  close(fd);
   RunHere(req, res);
 }
 
@@ -166,21 +146,9 @@ void Run(const RunRequest& req, RunResult& res) {
     RunHere(req, res);
     return;
   }
-  try {
-    std::thread worker([&req, &res] {
-      try {
-        RunInNetns(req, res);
-      } catch (const std::exception& e) {  // e.g. bad_alloc: must not escape the thread
-        res.rc = -1;
-        res.failed_at = "thread";
-        res.error = std::string("netns worker thread failed: ") + e.what();
-      }
-    });
-    worker.join();
-  } catch (const std::exception& e) {
+  if (!keel_netns::OnThread([&req, &res] { RunInNetns(req, res); }, res.error)) {
     res.rc = -1;
     res.failed_at = "thread";
-    res.error = std::string("cannot start the netns worker thread: ") + e.what();
   }
 }
 
@@ -363,196 +331,12 @@ Napi::Value OriginalDst(const Napi::CallbackInfo& info) {
   return obj;
 }
 
-// ---------------------------------------------------------------------------------
-// listenInNetns: keel's own sockets inside a sandbox namespace, without a child process.
-//
-// The same per-call thread as Run(): the thread setns()es into the namespace, creates
-// each socket (socket(2) is what ties a socket to a network namespace: the one of the
-// calling thread), binds it, and for TCP listens; then it exits and the fds, which the
-// whole process shares, go back to JS, where net.Server#listen({fd}) and
-// dgram.Socket#bind({fd}) adopt them. It replaces a `nsenter node socket-child.js`
-// round trip (a whole Node start) in `keel run`'s set-up. Fail-closed: a socket that
-// cannot be made in the namespace is never made anywhere else, and on any failure every
-// fd made so far is closed.
-
-struct SocketSpec {
-  bool tcp = true;
-  int family = AF_INET;
-  std::string address;
-  int port = 0;
-  int backlog = 511;
-};
-
-struct ListenResult {
-  std::vector<int> fds;
-  std::string failed_at;  // "netns", "thread", "socket", "bind", "listen", "setsockopt", "address"
-  std::string error;
-  int sys_errno = 0;
-};
-
-bool MakeSocket(const SocketSpec& spec, ListenResult& res) {
-  int type = (spec.tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
-  int fd = socket(spec.family, type, 0);
-  const std::string what = std::string(spec.tcp ? "tcp " : "udp ") + spec.address + ":" + std::to_string(spec.port);
-  if (fd < 0) {
-    res.sys_errno = errno;
-    res.failed_at = "socket";
-    res.error = "socket(" + what + "): " + ErrnoText(res.sys_errno);
-    return false;
-  }
-  auto fail = [&](const char* step) {
-    res.sys_errno = errno;
-    res.failed_at = step;
-    res.error = std::string(step) + "(" + what + "): " + ErrnoText(res.sys_errno);
-    close(fd);
-    return false;
-  };
-  int one = 1;
-  // As libuv does for TCP servers: a restarted keel can bind at once (TIME_WAIT).
-  if (spec.tcp && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) return fail("setsockopt");
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  if (spec.family == AF_INET) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&addr);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(static_cast<uint16_t>(spec.port));
-    if (inet_pton(AF_INET, spec.address.c_str(), &sin->sin_addr) != 1) {
-      errno = EINVAL;
-      return fail("address");
-    }
-    len = sizeof(sockaddr_in);
-  } else {
-    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) return fail("setsockopt");
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&addr);
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons(static_cast<uint16_t>(spec.port));
-    if (inet_pton(AF_INET6, spec.address.c_str(), &sin6->sin6_addr) != 1) {
-      errno = EINVAL;
-      return fail("address");
-    }
-    len = sizeof(sockaddr_in6);
-  }
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) return fail("bind");
-  if (spec.tcp && listen(fd, spec.backlog) != 0) return fail("listen");
-  res.fds.push_back(fd);
-  return true;
-}
-
-void ListenHere(const std::string& netns, const std::vector<SocketSpec>& specs, ListenResult& res) {
-  int nsfd = open(netns.c_str(), O_RDONLY | O_CLOEXEC);
-  if (nsfd < 0) {
-    res.sys_errno = errno;
-    res.failed_at = "netns";
-    res.error = "open(" + netns + "): " + ErrnoText(res.sys_errno);
-    return;
-  }
-  if (setns(nsfd, CLONE_NEWNET) != 0) {
-    res.sys_errno = errno;
-    close(nsfd);
-    res.failed_at = "netns";
-    res.error = "setns(" + netns + ", CLONE_NEWNET): " + ErrnoText(res.sys_errno);
-    return;
-  }
-  close(nsfd);
-  for (const SocketSpec& spec : specs) {
-    if (!MakeSocket(spec, res)) {
-      for (int fd : res.fds) close(fd);
-      res.fds.clear();
-      return;
-    }
-  }
-}
-
-// listenInNetns(netnsPath, [{tcp, family: 4|6, address, port, backlog}])
-//   -> {fds: number[]} | {failedAt, error, errno?}
-Napi::Value ListenInNetns(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) {
-    throw Napi::TypeError::New(env, "listenInNetns(netns: string, specs: {tcp, family, address, port, backlog}[])");
-  }
-  std::string netns = info[0].As<Napi::String>().Utf8Value();
-  if (netns.empty() || netns.find('\0') != std::string::npos) {
-    throw Napi::TypeError::New(env, "netns must be a non-empty path");
-  }
-  Napi::Array arr = info[1].As<Napi::Array>();
-  std::vector<SocketSpec> specs;
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value v = arr.Get(i);
-    if (!v.IsObject()) throw Napi::TypeError::New(env, "each socket spec must be an object");
-    Napi::Object o = v.As<Napi::Object>();
-    SocketSpec spec;
-    spec.tcp = o.Get("tcp").ToBoolean().Value();
-    int family = o.Get("family").ToNumber().Int32Value();
-    if (family != 4 && family != 6) throw Napi::TypeError::New(env, "family must be 4 or 6");
-    spec.family = family == 4 ? AF_INET : AF_INET6;
-    if (!o.Get("address").IsString()) throw Napi::TypeError::New(env, "address must be a string");
-    spec.address = o.Get("address").As<Napi::String>().Utf8Value();
-    spec.port = o.Get("port").ToNumber().Int32Value();
-    if (spec.port < 0 || spec.port > 65535) throw Napi::TypeError::New(env, "port must be 0-65535");
-    Napi::Value backlog = o.Get("backlog");
-    if (backlog.IsNumber()) spec.backlog = backlog.As<Napi::Number>().Int32Value();
-    specs.push_back(spec);
-  }
-  ListenResult res;
-  try {
-    std::thread worker([&] {
-      try {
-        ListenHere(netns, specs, res);
-      } catch (const std::exception& e) {
-        for (int fd : res.fds) close(fd);
-        res.fds.clear();
-        res.failed_at = "thread";
-        res.error = std::string("netns worker thread failed: ") + e.what();
-      }
-    });
-    worker.join();
-  } catch (const std::exception& e) {
-    res.failed_at = "thread";
-    res.error = std::string("cannot start the netns worker thread: ") + e.what();
-  }
-  Napi::Object obj = Napi::Object::New(env);
-  if (!res.failed_at.empty()) {
-    obj.Set("failedAt", Napi::String::New(env, res.failed_at));
-    obj.Set("error", Napi::String::New(env, res.error));
-    if (res.sys_errno != 0) obj.Set("errno", Napi::Number::New(env, res.sys_errno));
-    return obj;
-  }
-  Napi::Array fds = Napi::Array::New(env, res.fds.size());
-  for (size_t i = 0; i < res.fds.size(); i++) fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, res.fds[i]));
-  obj.Set("fds", fds);
-  return obj;
-}
-
-// removeNetns(path) -> {} | {errno, syscall}: what `ip netns delete NAME` does
-// (iproute2 ip/ipnetns.c remove_ns): detach the bind mount that keeps the namespace
-// alive, whose result ip ignores too, then unlink the file. The namespace itself goes
-// when its last user (process or open fd) does. One syscall pair instead of starting
-// `ip`, at every `keel run`'s teardown. Mounts are per process, not per thread.
-Napi::Value RemoveNetns(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    throw Napi::TypeError::New(env, "removeNetns(path: string)");
-  }
-  std::string path = info[0].As<Napi::String>().Utf8Value();
-  if (path.empty() || path.find('\0') != std::string::npos) {
-    throw Napi::TypeError::New(env, "path must be a non-empty path");
-  }
-  umount2(path.c_str(), MNT_DETACH);
-  Napi::Object obj = Napi::Object::New(env);
-  if (unlink(path.c_str()) != 0) {
-    obj.Set("errno", Napi::Number::New(env, errno));
-    obj.Set("syscall", Napi::String::New(env, "unlink"));
-    obj.Set("error", Napi::String::New(env, "unlink(" + path + "): " + ErrnoText(errno)));
-  }
-  return obj;
-}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("run", Napi::Function::New(env, RunSync, "run"));
   exports.Set("runAsync", Napi::Function::New(env, RunAsync, "runAsync"));
   exports.Set("originalDst", Napi::Function::New(env, OriginalDst, "originalDst"));
-  exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
-  exports.Set("removeNetns", Napi::Function::New(env, RemoveNetns, "removeNetns"));
+  keel_netns::Init(env, exports);
   keel_relay::Init(env, exports);
   return exports;
 }

@@ -1,0 +1,390 @@
+// keel_nft's namespace helpers: see netns.h. Every call that needs to be inside a
+// sandbox's namespace runs on a std::thread made for that one call, which enters the
+// namespace and exits afterwards, as nft.cc's batches do.
+
+#include "netns.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace keel_netns {
+
+std::string ErrnoText(int err) {
+  char buf[256];
+  // GNU strerror_r (g++ defines _GNU_SOURCE): returns a pointer, maybe not into buf.
+  return std::string(strerror_r(err, buf, sizeof buf));
+}
+
+bool Enter(const std::string& path, std::string& error, int& sys_errno) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    sys_errno = errno;
+    error = "open(" + path + "): " + ErrnoText(sys_errno);
+    return false;
+  }
+  if (setns(fd, CLONE_NEWNET) != 0) {
+    sys_errno = errno;
+    close(fd);
+    error = "setns(" + path + ", CLONE_NEWNET): " + ErrnoText(sys_errno);
+    return false;
+  }
+  close(fd);
+  return true;
+}
+
+// Runs body on a thread made for it and waits. False, with `error` set, when the thread
+// cannot start or body throws (e.g. bad_alloc, which must not escape a thread).
+bool OnThread(const std::function<void()>& body, std::string& error) {
+  bool ok = true;
+  try {
+    std::thread worker([&] {
+      try {
+        body();
+      } catch (const std::exception& e) {
+        ok = false;
+        error = std::string("netns worker thread failed: ") + e.what();
+      }
+    });
+    worker.join();
+  } catch (const std::exception& e) {
+    ok = false;
+    error = std::string("cannot start the netns worker thread: ") + e.what();
+  }
+  return ok;
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------------
+// listenInNetns: keel's own sockets inside a sandbox namespace, without a child process.
+//
+// The same per-call thread as Run(): the thread setns()es into the namespace, creates
+// each socket (socket(2) is what ties a socket to a network namespace: the one of the
+// calling thread), binds it, and for TCP listens; then it exits and the fds, which the
+// whole process shares, go back to JS, where net.Server#listen({fd}) and
+// dgram.Socket#bind({fd}) adopt them. It replaces a `nsenter node socket-child.js`
+// round trip (a whole Node start) in `keel run`'s set-up. Fail-closed: a socket that
+// cannot be made in the namespace is never made anywhere else, and on any failure every
+// fd made so far is closed.
+
+struct SocketSpec {
+  bool tcp = true;
+  int family = AF_INET;
+  std::string address;
+  int port = 0;
+  int backlog = 511;
+};
+
+struct ListenResult {
+  std::vector<int> fds;
+  std::string failed_at;  // "netns", "thread", "socket", "bind", "listen", "setsockopt", "address"
+  std::string error;
+  int sys_errno = 0;
+};
+
+bool MakeSocket(const SocketSpec& spec, ListenResult& res) {
+  int type = (spec.tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
+  int fd = socket(spec.family, type, 0);
+  const std::string what = std::string(spec.tcp ? "tcp " : "udp ") + spec.address + ":" + std::to_string(spec.port);
+  if (fd < 0) {
+    res.sys_errno = errno;
+    res.failed_at = "socket";
+    res.error = "socket(" + what + "): " + ErrnoText(res.sys_errno);
+    return false;
+  }
+  auto fail = [&](const char* step) {
+    res.sys_errno = errno;
+    res.failed_at = step;
+    res.error = std::string(step) + "(" + what + "): " + ErrnoText(res.sys_errno);
+    close(fd);
+    return false;
+  };
+  int one = 1;
+  // As libuv does for TCP servers: a restarted keel can bind at once (TIME_WAIT).
+  if (spec.tcp && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) return fail("setsockopt");
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  if (spec.family == AF_INET) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&addr);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(static_cast<uint16_t>(spec.port));
+    if (inet_pton(AF_INET, spec.address.c_str(), &sin->sin_addr) != 1) {
+      errno = EINVAL;
+      return fail("address");
+    }
+    len = sizeof(sockaddr_in);
+  } else {
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) return fail("setsockopt");
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(spec.port));
+    if (inet_pton(AF_INET6, spec.address.c_str(), &sin6->sin6_addr) != 1) {
+      errno = EINVAL;
+      return fail("address");
+    }
+    len = sizeof(sockaddr_in6);
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) return fail("bind");
+  if (spec.tcp && listen(fd, spec.backlog) != 0) return fail("listen");
+  res.fds.push_back(fd);
+  return true;
+}
+
+void ListenHere(const std::string& netns, const std::vector<SocketSpec>& specs, ListenResult& res) {
+  if (!Enter(netns, res.error, res.sys_errno)) {
+    res.failed_at = "netns";
+    return;
+  }
+  for (const SocketSpec& spec : specs) {
+    if (!MakeSocket(spec, res)) {
+      for (int fd : res.fds) close(fd);
+      res.fds.clear();
+      return;
+    }
+  }
+}
+
+// listenInNetns(netnsPath, [{tcp, family: 4|6, address, port, backlog}])
+//   -> {fds: number[]} | {failedAt, error, errno?}
+Napi::Value ListenInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) {
+    throw Napi::TypeError::New(env, "listenInNetns(netns: string, specs: {tcp, family, address, port, backlog}[])");
+  }
+  std::string netns = info[0].As<Napi::String>().Utf8Value();
+  if (netns.empty() || netns.find('\0') != std::string::npos) {
+    throw Napi::TypeError::New(env, "netns must be a non-empty path");
+  }
+  Napi::Array arr = info[1].As<Napi::Array>();
+  std::vector<SocketSpec> specs;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "each socket spec must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    SocketSpec spec;
+    spec.tcp = o.Get("tcp").ToBoolean().Value();
+    int family = o.Get("family").ToNumber().Int32Value();
+    if (family != 4 && family != 6) throw Napi::TypeError::New(env, "family must be 4 or 6");
+    spec.family = family == 4 ? AF_INET : AF_INET6;
+    if (!o.Get("address").IsString()) throw Napi::TypeError::New(env, "address must be a string");
+    spec.address = o.Get("address").As<Napi::String>().Utf8Value();
+    spec.port = o.Get("port").ToNumber().Int32Value();
+    if (spec.port < 0 || spec.port > 65535) throw Napi::TypeError::New(env, "port must be 0-65535");
+    Napi::Value backlog = o.Get("backlog");
+    if (backlog.IsNumber()) spec.backlog = backlog.As<Napi::Number>().Int32Value();
+    specs.push_back(spec);
+  }
+  ListenResult res;
+  if (!OnThread([&] { ListenHere(netns, specs, res); }, res.error)) {
+    for (int fd : res.fds) close(fd);
+    res.fds.clear();
+    res.failed_at = "thread";
+  }
+  Napi::Object obj = Napi::Object::New(env);
+  if (!res.failed_at.empty()) {
+    obj.Set("failedAt", Napi::String::New(env, res.failed_at));
+    obj.Set("error", Napi::String::New(env, res.error));
+    if (res.sys_errno != 0) obj.Set("errno", Napi::Number::New(env, res.sys_errno));
+    return obj;
+  }
+  Napi::Array fds = Napi::Array::New(env, res.fds.size());
+  for (size_t i = 0; i < res.fds.size(); i++) fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, res.fds[i]));
+  obj.Set("fds", fds);
+  return obj;
+}
+
+// removeNetns(path) -> {} | {errno, syscall}: what `ip netns delete NAME` does
+// (iproute2 ip/ipnetns.c remove_ns): detach the bind mount that keeps the namespace
+// alive, whose result ip ignores too, then unlink the file. The namespace itself goes
+// when its last user (process or open fd) does. One syscall pair instead of starting
+// `ip`, at every `keel run`'s teardown. Mounts are per process, not per thread.
+Napi::Value RemoveNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    throw Napi::TypeError::New(env, "removeNetns(path: string)");
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  if (path.empty() || path.find('\0') != std::string::npos) {
+    throw Napi::TypeError::New(env, "path must be a non-empty path");
+  }
+  umount2(path.c_str(), MNT_DETACH);
+  Napi::Object obj = Napi::Object::New(env);
+  if (unlink(path.c_str()) != 0) {
+    obj.Set("errno", Napi::Number::New(env, errno));
+    obj.Set("syscall", Napi::String::New(env, "unlink"));
+    obj.Set("error", Napi::String::New(env, "unlink(" + path + "): " + ErrnoText(errno)));
+  }
+  return obj;
+}
+
+// ---------------------------------------------------------------------------------
+// setLoopbackGso: how big a packet lo in a sandbox namespace may build.
+//
+// Every byte the agent sends or receives crosses the sandbox's lo, between the agent and
+// keel's proxy. lo takes packets of up to 64 KiB by default, so a bulk transfer costs a
+// wakeup, a softirq pass and an ACK per 64 KiB on each side of that hop. With BIG TCP
+// sizes (IFLA_GSO_MAX_SIZE for IPv6, kernel 5.19+; IFLA_GSO_IPV4_MAX_SIZE for IPv4,
+// kernel 6.3+) one send of the relay's 256 KiB buffer becomes one packet. lo never
+// segments (it offloads everything), so nothing else changes. iproute2 in Debian 12
+// (6.1) cannot set the IPv4 size, hence this one rtnetlink request.
+
+// From <linux/if_link.h> of kernel 6.3; Debian 12's headers (6.1) stop before it.
+constexpr unsigned short kIflaGsoIpv4MaxSize = 63;
+static_assert(IFLA_GSO_MAX_SIZE == 41, "uapi IFLA_GSO_MAX_SIZE");
+
+struct LoopbackResult {
+  std::string failed_at;  // "netns", "thread", "lo", "socket", "send", "recv", "netlink"
+  std::string error;
+  int sys_errno = 0;
+};
+
+void AddU32(std::vector<char>& msg, unsigned short type, uint32_t value) {
+  rtattr attr{};
+  attr.rta_len = static_cast<unsigned short>(RTA_LENGTH(sizeof value));
+  attr.rta_type = type;
+  size_t at = msg.size();
+  msg.resize(at + RTA_SPACE(sizeof value));
+  memcpy(msg.data() + at, &attr, sizeof attr);
+  memcpy(msg.data() + at + RTA_LENGTH(0), &value, sizeof value);
+}
+
+// The kernel's extended-ack text (NLMSGERR_ATTR_MSG), when it sent one.
+std::string ExtAckText(const nlmsghdr* h, size_t len) {
+  if (!(h->nlmsg_flags & NLM_F_ACK_TLVS) || !(h->nlmsg_flags & NLM_F_CAPPED)) return "";
+  size_t off = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nlmsgerr));
+  const char* base = reinterpret_cast<const char*>(h);
+  while (off + sizeof(nlattr) <= len) {
+    nlattr a;
+    memcpy(&a, base + off, sizeof a);
+    if (a.nla_len < sizeof(nlattr) || off + a.nla_len > len) break;
+    if ((a.nla_type & NLA_TYPE_MASK) == NLMSGERR_ATTR_MSG) {
+      return std::string(base + off + NLA_HDRLEN, strnlen(base + off + NLA_HDRLEN, a.nla_len - NLA_HDRLEN));
+    }
+    off += NLA_ALIGN(a.nla_len);
+  }
+  return "";
+}
+
+// Runs in the namespace: one RTM_NEWLINK for lo with both sizes, then its ack.
+void SetLoopbackGsoHere(uint32_t bytes, LoopbackResult& res) {
+  auto fail = [&](const char* step, int err, const std::string& what) {
+    res.failed_at = step;
+    res.sys_errno = err;
+    res.error = what + ": " + ErrnoText(err);
+  };
+  unsigned int lo = if_nametoindex("lo");
+  if (lo == 0) return fail("lo", errno, "if_nametoindex(lo)");
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return fail("socket", errno, "socket(AF_NETLINK, NETLINK_ROUTE)");
+  int one = 1;
+  // Best effort: the kernel's reason in words, and an ack without our request echoed.
+  setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
+  timeval timeout{2, 0};  // the kernel answers at once; never wait for ever
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+
+  std::vector<char> msg(NLMSG_SPACE(sizeof(ifinfomsg)));
+  nlmsghdr hdr{};
+  hdr.nlmsg_type = RTM_NEWLINK;
+  hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  hdr.nlmsg_seq = 1;
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = static_cast<int>(lo);
+  memcpy(msg.data() + NLMSG_HDRLEN, &ifi, sizeof ifi);
+  AddU32(msg, IFLA_GSO_MAX_SIZE, bytes);
+  AddU32(msg, kIflaGsoIpv4MaxSize, bytes);
+  hdr.nlmsg_len = static_cast<uint32_t>(msg.size());
+  memcpy(msg.data(), &hdr, sizeof hdr);
+
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+    fail("send", errno, "sendto(RTM_NEWLINK lo)");
+    close(fd);
+    return;
+  }
+  alignas(nlmsghdr) char buf[8192];
+  ssize_t n;
+  do {
+    n = recv(fd, buf, sizeof buf, 0);
+  } while (n < 0 && errno == EINTR);
+  int err = errno;
+  close(fd);
+  if (n < 0) return fail("recv", err, "recv(RTM_NEWLINK ack)");
+  const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
+  if (static_cast<size_t>(n) < NLMSG_HDRLEN + sizeof(nlmsgerr) || h->nlmsg_type != NLMSG_ERROR) {
+    return fail("netlink", EPROTO, "RTM_NEWLINK lo: no ack");
+  }
+  nlmsgerr ack;
+  memcpy(&ack, buf + NLMSG_HDRLEN, sizeof ack);
+  if (ack.error != 0) {
+    std::string why = ExtAckText(h, static_cast<size_t>(n));
+    fail("netlink", -ack.error,
+         "RTM_NEWLINK lo gso_max_size " + std::to_string(bytes) + (why.empty() ? "" : " (" + why + ")"));
+  }
+}
+
+// setLoopbackGso(netnsPath, bytes) -> {} | {failedAt, error, errno?}
+Napi::Value SetLoopbackGso(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
+    throw Napi::TypeError::New(env, "setLoopbackGso(netns: string, bytes: number)");
+  }
+  std::string netns = info[0].As<Napi::String>().Utf8Value();
+  if (netns.empty() || netns.find('\0') != std::string::npos) {
+    throw Napi::TypeError::New(env, "netns must be a non-empty path");
+  }
+  double raw = info[1].As<Napi::Number>().DoubleValue();
+  if (!(raw >= 1) || raw > 4294967295.0 || raw != static_cast<double>(static_cast<uint32_t>(raw))) {
+    throw Napi::TypeError::New(env, "bytes must be an integer from 1 to 2^32-1");
+  }
+  uint32_t bytes = static_cast<uint32_t>(raw);
+  LoopbackResult res;
+  if (!OnThread(
+          [&] {
+            if (!Enter(netns, res.error, res.sys_errno)) {
+              res.failed_at = "netns";
+              return;
+            }
+            SetLoopbackGsoHere(bytes, res);
+          },
+          res.error)) {
+    res.failed_at = "thread";
+  }
+  Napi::Object obj = Napi::Object::New(env);
+  if (!res.failed_at.empty()) {
+    obj.Set("failedAt", Napi::String::New(env, res.failed_at));
+    obj.Set("error", Napi::String::New(env, res.error));
+    if (res.sys_errno != 0) obj.Set("errno", Napi::Number::New(env, res.sys_errno));
+  }
+  return obj;
+}
+
+}  // namespace
+
+void Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
+  exports.Set("removeNetns", Napi::Function::New(env, RemoveNetns, "removeNetns"));
+  exports.Set("setLoopbackGso", Napi::Function::New(env, SetLoopbackGso, "setLoopbackGso"));
+}
+
+}  // namespace keel_netns
