@@ -10,14 +10,19 @@
 // no cache. The modules themselves (dist/index.js) run instead when the bundle is missing
 // or older than a package it was made from (e.g. after a bare `tsc -b`), or when
 // KEEL_NO_BUNDLE is set.
-import { existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { dirname } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import vm from 'node:vm'
+//
+// This file is CommonJS (bin/package.json says so, inside a "type": "module" package):
+// Node starts a CommonJS entry point about 7 ms sooner than an ES module one, on every
+// keel command.
+'use strict'
+const { existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } = require('node:fs')
+const { createRequire } = require('node:module')
+const { dirname, join } = require('node:path')
+const { pathToFileURL } = require('node:url')
+const vm = require('node:vm')
 
-const DIST = fileURLToPath(new URL('../dist/', import.meta.url))
-const PKG = fileURLToPath(new URL('../', import.meta.url))
+const DIST = join(__dirname, '..', 'dist') + '/'
+const PKG = join(__dirname, '..') + '/'
 const BUNDLE = `${DIST}keel.cjs`
 const argv = process.argv.slice(2)
 
@@ -82,6 +87,8 @@ for (const stream of [process.stdout, process.stderr]) {
   })
 }
 
-const manifest = currentBundle()
-const { main } = manifest ? loadBundle(manifest) : await import('../dist/index.js')
-process.exitCode = await main(argv)
+;(async () => {
+  const manifest = currentBundle()
+  const { main } = manifest ? loadBundle(manifest) : await import(pathToFileURL(`${DIST}index.js`).href)
+  process.exitCode = await main(argv)
+})()
