@@ -84,7 +84,7 @@ export interface NativeNft {
   originalDst(fd: number): NativeOriginalDst
   listenInNetns(netns: string, specs: NativeSocketSpec[]): NativeListenResult
   removeNetns(path: string): { errno?: number; syscall?: string; error?: string }
-  setLoopbackGso(netns: string, bytes: number): { failedAt?: string; error?: string; errno?: number }
+  createNetns(path: string, loopbackGsoBytes: number): { loopbackGsoError?: string } | { failedAt: string; error: string; errno?: number }
   /** The socket relay (src/native/relay.cc); see src/relay.ts. */
   relayInit(onEvent: (id: number, event: NativeRelayEvent) => void): unknown
   relayStart(

@@ -1,6 +1,6 @@
 /**
  * Namespace helpers for the launcher, beside the nft calls that share their thread model
- * (src/native/netns.cc).
+ * (src/native/netns.cc): making a sandbox's namespace, keel's sockets in it, removing it.
  *
  * Listening sockets made inside another network namespace, returned as fds (see
  * `listenInNetns` in src/native/netns.cc): the launcher adopts them with
@@ -61,19 +61,30 @@ export function removeNetns(netns: string): void {
   }
 }
 
+export interface AddNetnsOptions {
+  /**
+   * Let lo build packets of up to this many bytes, for IPv4 and IPv6 (BIG TCP's
+   * gso_max_size and gso_ipv4_max_size). Best effort: a kernel that refuses (IPv6 sizes
+   * above 64 KiB need Linux 5.19, IPv4 6.3; more than lo's tso_max_size is EINVAL) leaves
+   * lo at its default and says why in `loopbackGsoError`. Default: lo's own (64 KiB).
+   */
+  loopbackGsoBytes?: number
+}
+
 /**
- * Lets `lo` in `netns` build packets of up to `bytes`, for IPv4 and IPv6 (BIG TCP's
- * gso_max_size and gso_ipv4_max_size; see setLoopbackGso in src/native/netns.cc). A
- * sandbox's agent reaches keel's proxy over that lo, and bigger packets there mean
- * fewer wakeups and ACKs per byte on both sides of the hop.
- * @throws KeelError `ERR_INTERNAL` when the kernel refuses (IPv6 sizes above 64 KiB need
- *   Linux 5.19, IPv4 6.3; `bytes` above lo's tso_max_size is EINVAL) or the namespace
- *   cannot be entered.
+ * Makes a named network namespace ready for a sandbox, in-process: what `ip netns add`
+ * and then `link set lo up`, `route add local 0.0.0.0/0 dev lo` and `route add local
+ * ::/0 dev lo` inside it do, without starting `ip` (src/native/netns.cc, createNetns).
+ * Any failure after the namespace file exists removes it again.
+ * @returns why lo's packet size could not be raised, if it could not.
+ * @throws KeelError `ERR_INTERNAL` naming the step that failed (e.g. the file exists,
+ *   EEXIST; not root, EPERM).
  */
-export function setLoopbackGsoMaxSize(netns: string, bytes: number): void {
+export function addNetns(netns: string, options: AddNetnsOptions = {}): { loopbackGsoError?: string } {
   const path = resolveNetns(netns)
-  const res = loadNative().setLoopbackGso(path, bytes)
-  if (res.failedAt !== undefined) {
-    throw new KeelError('ERR_INTERNAL', `could not set lo's packet size in network namespace ${path}: ${res.error ?? res.failedAt}`)
+  const res = loadNative().createNetns(path, options.loopbackGsoBytes ?? 0)
+  if ('failedAt' in res) {
+    throw new KeelError('ERR_INTERNAL', `could not create network namespace ${path}: ${res.error}`)
   }
+  return res.loopbackGsoError === undefined ? {} : { loopbackGsoError: res.loopbackGsoError }
 }

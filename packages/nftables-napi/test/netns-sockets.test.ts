@@ -4,8 +4,8 @@ import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { listenInNetns, removeNetns, setLoopbackGsoMaxSize } from '../src/index.js'
-import { SKIP_REASON, acceptFromNetns, cleanup, deleteNetns, execInNetns, makeNetns, threadNetns, withTimeout } from './helpers/netns.js'
+import { addNetns, listenInNetns, removeNetns } from '../src/index.js'
+import { SKIP_REASON, acceptFromNetns, cleanup, deleteNetns, execInNetns, makeNetns, threadNetns, trackedNetnsName, withTimeout } from './helpers/netns.js'
 
 const adopted: { close(): void }[] = []
 afterEach(async () => {
@@ -118,28 +118,60 @@ describe.skipIf(SKIP_REASON !== undefined)(`listenInNetns${SKIP_REASON ? ` (skip
   })
 })
 
-describe.skipIf(SKIP_REASON !== undefined)(`setLoopbackGsoMaxSize${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''}`, () => {
+describe.skipIf(SKIP_REASON !== undefined)(`addNetns${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''}`, () => {
   const loGso = fileURLToPath(new URL('helpers/lo-gso.py', import.meta.url))
   const hostLo = (): string => execFileSync('python3', [loGso], { encoding: 'utf8' })
   const nsLo = (ns: string): { gsoMaxSize?: number; gsoIpv4MaxSize?: number } => JSON.parse(execInNetns(ns, 'python3', [loGso]))
+  const ipJson = (ns: string, ...args: string[]): Record<string, unknown>[] =>
+    JSON.parse(execFileSync('ip', ['-n', ns, '-j', ...args], { encoding: 'utf8' })) as Record<string, unknown>[]
 
-  it("raises lo's IPv4 and IPv6 packet size inside the namespace only", () => {
-    const ns = makeNetns()
-    const host = hostLo()
+  it('makes a namespace as `ip netns add` and the AnyIP set-up do: only lo, up, routes for IPv4 and IPv6', async () => {
+    const name = trackedNetnsName()
     const before = threadNetns()
-    expect(nsLo(ns)).toEqual({ gsoMaxSize: 65536, gsoIpv4MaxSize: 65536 })
-    setLoopbackGsoMaxSize(ns, 256 * 1024)
-    expect(nsLo(ns)).toEqual({ gsoMaxSize: 262144, gsoIpv4MaxSize: 262144 })
-    expect(hostLo()).toBe(host)
+    expect(addNetns(name)).toEqual({})
     expect(threadNetns()).toBe(before)
+    expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).toContain(name)
+    const links = ipJson(name, 'link', 'show')
+    expect(links.map((l) => l.ifname)).toEqual(['lo'])
+    expect(links[0]!.flags).toContain('UP')
+    const anyIp = (routes: Record<string, unknown>[]) => routes.filter((r) => r.type === 'local' && r.dst === 'default' && r.dev === 'lo')
+    expect(anyIp(ipJson(name, '-4', 'route', 'show', 'table', 'local'))).toHaveLength(1)
+    expect(anyIp(ipJson(name, '-6', 'route', 'show', 'table', 'local'))).toHaveLength(1)
+    // Any address is local in it: a listener on one answers a connect to another.
+    const [fd] = listenInNetns(name, [{ protocol: 'tcp', address: '0.0.0.0', port: 0 }])
+    const server = await adoptServer(fd!)
+    const port = (server.address() as net.AddressInfo).port
+    expect(await acceptFromNetns(name, server, '203.0.113.9', port, (s) => s.localAddress)).toBe('203.0.113.9')
+    removeNetns(name)
+    expect(existsSync(`/run/netns/${name}`)).toBe(false)
   })
 
-  it("says what the kernel refused, and leaves lo as it was", () => {
-    const ns = makeNetns()
+  it("raises lo's IPv4 and IPv6 packet size when asked, inside the namespace only", () => {
+    const host = hostLo()
+    const plain = trackedNetnsName()
+    addNetns(plain)
+    expect(nsLo(plain)).toEqual({ gsoMaxSize: 65536, gsoIpv4MaxSize: 65536 })
+    const big = trackedNetnsName()
+    expect(addNetns(big, { loopbackGsoBytes: 256 * 1024 })).toEqual({})
+    expect(nsLo(big)).toEqual({ gsoMaxSize: 262144, gsoIpv4MaxSize: 262144 })
+    expect(hostLo()).toBe(host)
+  })
+
+  it("makes the namespace anyway when the kernel refuses the packet size, and says why", () => {
+    const name = trackedNetnsName()
     // Above lo's tso_max_size (just under 512 KiB): EINVAL, with the kernel's reason.
-    expect(() => setLoopbackGsoMaxSize(ns, 1 << 30)).toThrow(/could not set lo's packet size in network namespace .*: RTM_NEWLINK lo gso_max_size 1073741824 .*Invalid argument/)
-    expect(nsLo(ns)).toEqual({ gsoMaxSize: 65536, gsoIpv4MaxSize: 65536 })
-    expect(() => setLoopbackGsoMaxSize('/run/netns/keel-t-does-not-exist', 262144)).toThrow(/open\(\/run\/netns\/keel-t-does-not-exist\)/)
-    expect(() => setLoopbackGsoMaxSize(ns, -1)).toThrow(TypeError)
+    const res = addNetns(name, { loopbackGsoBytes: 1 << 30 })
+    expect(res.loopbackGsoError).toMatch(/link set lo gso_max_size 1073741824 .*Invalid argument/)
+    expect(nsLo(name)).toEqual({ gsoMaxSize: 65536, gsoIpv4MaxSize: 65536 })
+    expect(ipJson(name, 'link', 'show')[0]!.flags).toContain('UP')
+  })
+
+  it('refuses a name that exists and leaves that namespace alone; refuses bad arguments', () => {
+    const ns = makeNetns()
+    const inode = execFileSync('stat', ['-L', '-c', '%i', `/run/netns/${ns}`], { encoding: 'utf8' })
+    expect(() => addNetns(ns)).toThrow(new RegExp(`could not create network namespace /run/netns/${ns}: create /run/netns/${ns}: File exists`))
+    expect(execFileSync('stat', ['-L', '-c', '%i', `/run/netns/${ns}`], { encoding: 'utf8' })).toBe(inode)
+    expect(() => addNetns(trackedNetnsName(), { loopbackGsoBytes: -1 })).toThrow(TypeError)
+    expect(() => addNetns('')).toThrow(TypeError)
   })
 })

@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -236,145 +237,247 @@ Napi::Value RemoveNetns(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------
-// setLoopbackGso: how big a packet lo in a sandbox namespace may build.
+// createNetns: a sandbox's namespace, made in-process.
 //
-// Every byte the agent sends or receives crosses the sandbox's lo, between the agent and
-// keel's proxy. lo takes packets of up to 64 KiB by default, so a bulk transfer costs a
-// wakeup, a softirq pass and an ACK per 64 KiB on each side of that hop. With BIG TCP
-// sizes (IFLA_GSO_MAX_SIZE for IPv6, kernel 5.19+; IFLA_GSO_IPV4_MAX_SIZE for IPv4,
-// kernel 6.3+) one send of the relay's 256 KiB buffer becomes one packet. lo never
-// segments (it offloads everything), so nothing else changes. iproute2 in Debian 12
-// (6.1) cannot set the IPv4 size, hence this one rtnetlink request.
+// What `ip netns add NAME` and then `ip -n NAME` with `link set lo up`, `route add local
+// 0.0.0.0/0 dev lo` and `route add local ::/0 dev lo` did, without starting `ip` twice
+// (two process starts were about 10 ms of every `keel run`): /run/netns made a shared
+// mount (iproute2 ip/ipnetns.c, netns_add: so the namespace's bind mount also shows in
+// mount namespaces made later, as `ip netns exec` makes), an empty file, a thread that
+// unshares a new network namespace and bind-mounts its /proc/thread-self/ns/net there,
+// then rtnetlink requests from inside it. The thread exits afterwards; the bind mount
+// keeps the namespace alive until removeNetns.
+//
+// It also lets lo build bigger packets. Every byte the agent sends or receives crosses
+// this lo, between the agent and keel's proxy. lo takes packets of up to 64 KiB by
+// default, so a bulk transfer costs a wakeup, a softirq pass and an ACK per 64 KiB on
+// each side of that hop. With BIG TCP sizes (IFLA_GSO_MAX_SIZE for IPv6, Linux 5.19+;
+// IFLA_GSO_IPV4_MAX_SIZE for IPv4, 6.3+) one send of the relay's 256 KiB buffer is one
+// packet. lo never segments (it offloads everything), so nothing else changes. A kernel
+// that refuses the sizes leaves lo as it was; that is reported, not a failure.
 
-// From <linux/if_link.h> of kernel 6.3; Debian 12's headers (6.1) stop before it.
+// From <linux/if_link.h> of Linux 6.3; Debian 12's headers (6.1) stop before it.
 constexpr unsigned short kIflaGsoIpv4MaxSize = 63;
 static_assert(IFLA_GSO_MAX_SIZE == 41, "uapi IFLA_GSO_MAX_SIZE");
 
-struct LoopbackResult {
-  std::string failed_at;  // "netns", "thread", "lo", "socket", "send", "recv", "netlink"
+struct Failure {
+  std::string failed_at;
   std::string error;
   int sys_errno = 0;
+
+  bool Set(const char* step, int err, const std::string& what) {
+    failed_at = step;
+    sys_errno = err;
+    error = what + ": " + ErrnoText(err);
+    return false;
+  }
 };
 
-void AddU32(std::vector<char>& msg, unsigned short type, uint32_t value) {
-  rtattr attr{};
-  attr.rta_len = static_cast<unsigned short>(RTA_LENGTH(sizeof value));
-  attr.rta_type = type;
-  size_t at = msg.size();
-  msg.resize(at + RTA_SPACE(sizeof value));
-  memcpy(msg.data() + at, &attr, sizeof attr);
-  memcpy(msg.data() + at + RTA_LENGTH(0), &value, sizeof value);
-}
-
-// The kernel's extended-ack text (NLMSGERR_ATTR_MSG), when it sent one.
-std::string ExtAckText(const nlmsghdr* h, size_t len) {
-  if (!(h->nlmsg_flags & NLM_F_ACK_TLVS) || !(h->nlmsg_flags & NLM_F_CAPPED)) return "";
-  size_t off = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nlmsgerr));
-  const char* base = reinterpret_cast<const char*>(h);
-  while (off + sizeof(nlattr) <= len) {
-    nlattr a;
-    memcpy(&a, base + off, sizeof a);
-    if (a.nla_len < sizeof(nlattr) || off + a.nla_len > len) break;
-    if ((a.nla_type & NLA_TYPE_MASK) == NLMSGERR_ATTR_MSG) {
-      return std::string(base + off + NLA_HDRLEN, strnlen(base + off + NLA_HDRLEN, a.nla_len - NLA_HDRLEN));
-    }
-    off += NLA_ALIGN(a.nla_len);
+// One rtnetlink request at a time, each waiting for its ack.
+class Rtnl {
+ public:
+  ~Rtnl() {
+    if (fd_ >= 0) close(fd_);
   }
-  return "";
-}
 
-// Runs in the namespace: one RTM_NEWLINK for lo with both sizes, then its ack.
-void SetLoopbackGsoHere(uint32_t bytes, LoopbackResult& res) {
-  auto fail = [&](const char* step, int err, const std::string& what) {
-    res.failed_at = step;
-    res.sys_errno = err;
-    res.error = what + ": " + ErrnoText(err);
-  };
-  unsigned int lo = if_nametoindex("lo");
-  if (lo == 0) return fail("lo", errno, "if_nametoindex(lo)");
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (fd < 0) return fail("socket", errno, "socket(AF_NETLINK, NETLINK_ROUTE)");
-  int one = 1;
-  // Best effort: the kernel's reason in words, and an ack without our request echoed.
-  setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
-  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
-  timeval timeout{2, 0};  // the kernel answers at once; never wait for ever
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  bool Open(Failure& f) {
+    fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd_ < 0) return f.Set("netlink", errno, "socket(AF_NETLINK, NETLINK_ROUTE)");
+    int one = 1;
+    // Best effort: the kernel's reason in words, and acks without our request echoed.
+    setsockopt(fd_, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
+    setsockopt(fd_, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
+    timeval timeout{2, 0};  // the kernel answers at once; never wait for ever
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    return true;
+  }
 
-  std::vector<char> msg(NLMSG_SPACE(sizeof(ifinfomsg)));
-  nlmsghdr hdr{};
-  hdr.nlmsg_type = RTM_NEWLINK;
-  hdr.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  hdr.nlmsg_seq = 1;
+  // A request: header, then `body` (ifinfomsg or rtmsg), then attributes.
+  template <typename Body>
+  static std::vector<char> Message(uint16_t type, uint16_t flags, const Body& body) {
+    std::vector<char> msg(NLMSG_SPACE(sizeof(Body)));
+    nlmsghdr hdr{};
+    hdr.nlmsg_type = type;
+    hdr.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | NLM_F_ACK | flags);
+    memcpy(msg.data(), &hdr, sizeof hdr);
+    memcpy(msg.data() + NLMSG_HDRLEN, &body, sizeof body);
+    return msg;
+  }
+
+  static void AddU32(std::vector<char>& msg, unsigned short type, uint32_t value) {
+    rtattr attr{};
+    attr.rta_len = static_cast<unsigned short>(RTA_LENGTH(sizeof value));
+    attr.rta_type = type;
+    size_t at = msg.size();
+    msg.resize(at + RTA_SPACE(sizeof value));
+    memcpy(msg.data() + at, &attr, sizeof attr);
+    memcpy(msg.data() + at + RTA_LENGTH(0), &value, sizeof value);
+  }
+
+  // Sends msg and reads its ack. `what` names the request in errors.
+  bool Request(std::vector<char> msg, const std::string& what, Failure& f) {
+    nlmsghdr hdr;
+    memcpy(&hdr, msg.data(), sizeof hdr);
+    hdr.nlmsg_len = static_cast<uint32_t>(msg.size());
+    hdr.nlmsg_seq = ++seq_;
+    memcpy(msg.data(), &hdr, sizeof hdr);
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    if (sendto(fd_, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+      return f.Set("netlink", errno, "sendto(" + what + ")");
+    }
+    alignas(nlmsghdr) char buf[8192];
+    ssize_t n;
+    do {
+      n = recv(fd_, buf, sizeof buf, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return f.Set("netlink", errno, "recv(" + what + " ack)");
+    const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
+    if (static_cast<size_t>(n) < NLMSG_HDRLEN + sizeof(nlmsgerr) || h->nlmsg_type != NLMSG_ERROR || h->nlmsg_seq != seq_) {
+      return f.Set("netlink", EPROTO, what + ": no ack");
+    }
+    nlmsgerr ack;
+    memcpy(&ack, buf + NLMSG_HDRLEN, sizeof ack);
+    if (ack.error == 0) return true;
+    std::string why = ExtAckText(h, static_cast<size_t>(n));
+    return f.Set("netlink", -ack.error, what + (why.empty() ? "" : " (" + why + ")"));
+  }
+
+ private:
+  // The kernel's extended-ack text (NLMSGERR_ATTR_MSG), when it sent one.
+  static std::string ExtAckText(const nlmsghdr* h, size_t len) {
+    if (!(h->nlmsg_flags & NLM_F_ACK_TLVS) || !(h->nlmsg_flags & NLM_F_CAPPED)) return "";
+    size_t off = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nlmsgerr));
+    const char* base = reinterpret_cast<const char*>(h);
+    while (off + sizeof(nlattr) <= len) {
+      nlattr a;
+      memcpy(&a, base + off, sizeof a);
+      if (a.nla_len < sizeof(nlattr) || off + a.nla_len > len) break;
+      if ((a.nla_type & NLA_TYPE_MASK) == NLMSGERR_ATTR_MSG) {
+        return std::string(base + off + NLA_HDRLEN, strnlen(base + off + NLA_HDRLEN, a.nla_len - NLA_HDRLEN));
+      }
+      off += NLA_ALIGN(a.nla_len);
+    }
+    return "";
+  }
+
+  int fd_ = -1;
+  uint32_t seq_ = 0;
+};
+
+ifinfomsg LinkOf(int index) {
   ifinfomsg ifi{};
   ifi.ifi_family = AF_UNSPEC;
-  ifi.ifi_index = static_cast<int>(lo);
-  memcpy(msg.data() + NLMSG_HDRLEN, &ifi, sizeof ifi);
-  AddU32(msg, IFLA_GSO_MAX_SIZE, bytes);
-  AddU32(msg, kIflaGsoIpv4MaxSize, bytes);
-  hdr.nlmsg_len = static_cast<uint32_t>(msg.size());
-  memcpy(msg.data(), &hdr, sizeof hdr);
+  ifi.ifi_index = index;
+  return ifi;
+}
 
-  sockaddr_nl kernel{};
-  kernel.nl_family = AF_NETLINK;
-  if (sendto(fd, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
-    fail("send", errno, "sendto(RTM_NEWLINK lo)");
-    close(fd);
+// `route add local <any>/0 dev lo` (table local, scope host, proto boot, as ip adds it).
+bool AddAnyIpRoute(Rtnl& rtnl, int family, int lo, Failure& f) {
+  rtmsg rt{};
+  rt.rtm_family = static_cast<unsigned char>(family);
+  rt.rtm_dst_len = 0;
+  rt.rtm_table = RT_TABLE_LOCAL;
+  rt.rtm_protocol = RTPROT_BOOT;
+  rt.rtm_scope = RT_SCOPE_HOST;
+  rt.rtm_type = RTN_LOCAL;
+  std::vector<char> msg = Rtnl::Message(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, rt);
+  Rtnl::AddU32(msg, RTA_OIF, static_cast<uint32_t>(lo));
+  return rtnl.Request(std::move(msg), family == AF_INET ? "route add local 0.0.0.0/0 dev lo" : "route add local ::/0 dev lo", f);
+}
+
+// Inside the new namespace: lo's packet size (best effort, into gso_error), lo up, the
+// two AnyIP routes.
+bool SetUpLoopback(uint32_t gso_bytes, Failure& f, std::string& gso_error) {
+  int lo = static_cast<int>(if_nametoindex("lo"));
+  if (lo == 0) return f.Set("netlink", errno, "if_nametoindex(lo)");
+  Rtnl rtnl;
+  if (!rtnl.Open(f)) return false;
+  if (gso_bytes > 0) {
+    std::vector<char> msg = Rtnl::Message(RTM_NEWLINK, 0, LinkOf(lo));
+    Rtnl::AddU32(msg, IFLA_GSO_MAX_SIZE, gso_bytes);
+    Rtnl::AddU32(msg, kIflaGsoIpv4MaxSize, gso_bytes);
+    Failure gso;
+    if (!rtnl.Request(std::move(msg), "link set lo gso_max_size " + std::to_string(gso_bytes), gso)) gso_error = gso.error;
+  }
+  ifinfomsg up = LinkOf(lo);
+  up.ifi_flags = IFF_UP;
+  up.ifi_change = IFF_UP;
+  if (!rtnl.Request(Rtnl::Message(RTM_NEWLINK, 0, up), "link set lo up", f)) return false;
+  return AddAnyIpRoute(rtnl, AF_INET, lo, f) && AddAnyIpRoute(rtnl, AF_INET6, lo, f);
+}
+
+// As ip/ipnetns.c does: /run/netns exists and is a shared mount, made a mount point
+// (bound onto itself) first if it is not one.
+bool PrepareRunDir(const std::string& dir, Failure& f) {
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return f.Set("create", errno, "mkdir(" + dir + ")");
+  if (mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) == 0) return true;
+  if (errno != EINVAL) return f.Set("create", errno, "mount(" + dir + ", MS_SHARED)");
+  if (mount(dir.c_str(), dir.c_str(), "none", MS_BIND | MS_REC, nullptr) != 0) {
+    return f.Set("create", errno, "mount(" + dir + ", " + dir + ", MS_BIND)");
+  }
+  if (mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) != 0) return f.Set("create", errno, "mount(" + dir + ", MS_SHARED)");
+  return true;
+}
+
+// Runs on its own thread, which ends up inside the new namespace and then exits. Any
+// failure after the file exists removes the namespace again.
+void CreateHere(const std::string& path, uint32_t gso_bytes, Failure& f, std::string& gso_error) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) {
+    f.Set("create", EINVAL, "namespace path " + path);
     return;
   }
-  alignas(nlmsghdr) char buf[8192];
-  ssize_t n;
-  do {
-    n = recv(fd, buf, sizeof buf, 0);
-  } while (n < 0 && errno == EINTR);
-  int err = errno;
-  close(fd);
-  if (n < 0) return fail("recv", err, "recv(RTM_NEWLINK ack)");
-  const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
-  if (static_cast<size_t>(n) < NLMSG_HDRLEN + sizeof(nlmsgerr) || h->nlmsg_type != NLMSG_ERROR) {
-    return fail("netlink", EPROTO, "RTM_NEWLINK lo: no ack");
+  if (!PrepareRunDir(path.substr(0, slash), f)) return;
+  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+  if (fd < 0) {
+    f.Set("create", errno, "create " + path);
+    return;
   }
-  nlmsgerr ack;
-  memcpy(&ack, buf + NLMSG_HDRLEN, sizeof ack);
-  if (ack.error != 0) {
-    std::string why = ExtAckText(h, static_cast<size_t>(n));
-    fail("netlink", -ack.error,
-         "RTM_NEWLINK lo gso_max_size " + std::to_string(bytes) + (why.empty() ? "" : " (" + why + ")"));
+  close(fd);
+  if (unshare(CLONE_NEWNET) != 0) {
+    f.Set("create", errno, "unshare(CLONE_NEWNET)");
+    unlink(path.c_str());
+    return;
+  }
+  // thread-self: this thread's namespace; /proc/self would be the main thread's.
+  if (mount("/proc/thread-self/ns/net", path.c_str(), "none", MS_BIND, nullptr) != 0) {
+    f.Set("create", errno, "mount(/proc/thread-self/ns/net, " + path + ", MS_BIND)");
+    unlink(path.c_str());
+    return;
+  }
+  if (!SetUpLoopback(gso_bytes, f, gso_error)) {
+    umount2(path.c_str(), MNT_DETACH);
+    unlink(path.c_str());
   }
 }
 
-// setLoopbackGso(netnsPath, bytes) -> {} | {failedAt, error, errno?}
-Napi::Value SetLoopbackGso(const Napi::CallbackInfo& info) {
+// createNetns(path, loopbackGsoBytes) -> {loopbackGsoError?} | {failedAt, error, errno?}
+// loopbackGsoBytes 0 leaves lo's packet size alone.
+Napi::Value CreateNetns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
-    throw Napi::TypeError::New(env, "setLoopbackGso(netns: string, bytes: number)");
+    throw Napi::TypeError::New(env, "createNetns(path: string, loopbackGsoBytes: number)");
   }
-  std::string netns = info[0].As<Napi::String>().Utf8Value();
-  if (netns.empty() || netns.find('\0') != std::string::npos) {
-    throw Napi::TypeError::New(env, "netns must be a non-empty path");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  if (path.empty() || path.find('\0') != std::string::npos) {
+    throw Napi::TypeError::New(env, "path must be a non-empty path");
   }
   double raw = info[1].As<Napi::Number>().DoubleValue();
-  if (!(raw >= 1) || raw > 4294967295.0 || raw != static_cast<double>(static_cast<uint32_t>(raw))) {
-    throw Napi::TypeError::New(env, "bytes must be an integer from 1 to 2^32-1");
+  if (!(raw >= 0) || raw > 4294967295.0 || raw != static_cast<double>(static_cast<uint32_t>(raw))) {
+    throw Napi::TypeError::New(env, "loopbackGsoBytes must be an integer from 0 to 2^32-1");
   }
-  uint32_t bytes = static_cast<uint32_t>(raw);
-  LoopbackResult res;
-  if (!OnThread(
-          [&] {
-            if (!Enter(netns, res.error, res.sys_errno)) {
-              res.failed_at = "netns";
-              return;
-            }
-            SetLoopbackGsoHere(bytes, res);
-          },
-          res.error)) {
-    res.failed_at = "thread";
-  }
+  uint32_t gso_bytes = static_cast<uint32_t>(raw);
+  Failure f;
+  std::string gso_error;
+  if (!OnThread([&] { CreateHere(path, gso_bytes, f, gso_error); }, f.error)) f.failed_at = "thread";
   Napi::Object obj = Napi::Object::New(env);
-  if (!res.failed_at.empty()) {
-    obj.Set("failedAt", Napi::String::New(env, res.failed_at));
-    obj.Set("error", Napi::String::New(env, res.error));
-    if (res.sys_errno != 0) obj.Set("errno", Napi::Number::New(env, res.sys_errno));
+  if (!f.failed_at.empty()) {
+    obj.Set("failedAt", Napi::String::New(env, f.failed_at));
+    obj.Set("error", Napi::String::New(env, f.error));
+    if (f.sys_errno != 0) obj.Set("errno", Napi::Number::New(env, f.sys_errno));
+  } else if (!gso_error.empty()) {
+    obj.Set("loopbackGsoError", Napi::String::New(env, gso_error));
   }
   return obj;
 }
@@ -384,7 +487,7 @@ Napi::Value SetLoopbackGso(const Napi::CallbackInfo& info) {
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listenInNetns", Napi::Function::New(env, ListenInNetns, "listenInNetns"));
   exports.Set("removeNetns", Napi::Function::New(env, RemoveNetns, "removeNetns"));
-  exports.Set("setLoopbackGso", Napi::Function::New(env, SetLoopbackGso, "setLoopbackGso"));
+  exports.Set("createNetns", Napi::Function::New(env, CreateNetns, "createNetns"));
 }
 
 }  // namespace keel_netns

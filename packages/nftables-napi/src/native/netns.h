@@ -1,6 +1,6 @@
-// keel_nft's namespace helpers (netns.cc): entering a sandbox's network namespace on a
-// thread, keel's listening sockets made there, its loopback's packet size, and removing
-// a named namespace.
+// keel_nft's namespace helpers (netns.cc): making a sandbox's network namespace (lo up,
+// AnyIP routes, big packets on lo), entering it on a thread, keel's listening sockets
+// made there, and removing it.
 #pragma once
 
 #include <napi.h>
@@ -24,7 +24,7 @@ bool Enter(const std::string& path, std::string& error, int& sys_errno);
 // cannot start or body throws (e.g. bad_alloc, which must not escape a thread).
 bool OnThread(const std::function<void()>& body, std::string& error);
 
-// Adds listenInNetns, removeNetns and setLoopbackGso to the addon's exports.
+// Adds createNetns, listenInNetns and removeNetns to the addon's exports.
 void Init(Napi::Env env, Napi::Object exports);
 
 }  // namespace keel_netns

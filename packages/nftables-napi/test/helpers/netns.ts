@@ -48,6 +48,13 @@ export function makeNetns(): string {
   return name
 }
 
+/** A fresh `keel-t-<random>` name, deleted by cleanup if something makes it. */
+export function trackedNetnsName(): string {
+  const name = `keel-t-${randomBytes(5).toString('hex')}`
+  namespaces.add(name)
+  return name
+}
+
 /** Delete one namespace now (it is also forgotten by cleanup). */
 export function deleteNetns(name: string): void {
   namespaces.delete(name)
