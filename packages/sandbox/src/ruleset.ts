@@ -63,8 +63,12 @@ const ICMPV6_ERRORS = ['destination-unreachable', 'packet-too-big', 'time-exceed
 const rule = (chain: string, ...expr: Expr[]): Command => ({ add: { rule: { ...table, chain, expr } } })
 
 /**
- * Builds the whole ruleset as one batch. The batch first creates and deletes the table so
- * that applying it twice (or over a half-applied one) ends in exactly this ruleset.
+ * Builds the whole ruleset as one batch, for a namespace keel has just made. It starts
+ * with `create table`, which fails if the table exists, so a second apply is an error
+ * (and changes nothing) rather than a second copy of every rule. It used to add, delete
+ * and re-add the table to converge instead; the delete in the batch made the kernel wait
+ * for an RCU grace period at commit, 9 to 25 ms of every keel run on this VM, against
+ * under 2 ms for the batch without it.
  */
 export function buildRuleset(ports: RulesetPorts): { nftables: Command[] } {
   for (const [name, port] of Object.entries(ports)) {
@@ -74,9 +78,7 @@ export function buildRuleset(ports: RulesetPorts): { nftables: Command[] } {
   const filter = 'filter_output'
   return {
     nftables: [
-      { add: { table: tableObject } },
-      { delete: { table: tableObject } },
-      { add: { table: tableObject } },
+      { create: { table: tableObject } },
       ...REJECT_COUNTERS.map((name) => ({ add: { counter: { ...table, name } } })),
       ...Object.entries(REJECT_SETS).map(([name, def]) => ({
         add: { set: { ...table, name, type: def.type, size: REJECT_SET_SIZE, stmt: [{ counter: null }] } },
