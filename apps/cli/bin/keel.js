@@ -79,16 +79,39 @@ function loadBundle(manifest) {
   return module.exports
 }
 
+// As the ES module's top-level await did: a throw is exit 1 whatever --unhandled-rejections
+// says, and an event loop that empties before main settles is exit 13, not a silent 0.
+let settled = false
+
 // `keel ... | head` closes the pipe early: that is the reader's choice, not an error.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (err) => {
-    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0)
+    if (err.code === 'EPIPE') {
+      settled = true
+      process.exit(process.exitCode ?? 0)
+    }
     throw err
   })
 }
 
+process.on('exit', (code) => {
+  if (!settled && code === 0) {
+    process.stderr.write('keel: exited before finishing (a promise never settled)\n')
+    process.exitCode = 13
+  }
+})
 ;(async () => {
   const manifest = currentBundle()
   const { main } = manifest ? loadBundle(manifest) : await import(pathToFileURL(`${DIST}index.js`).href)
-  process.exitCode = await main(argv)
-})()
+  return main(argv)
+})().then(
+  (code) => {
+    settled = true
+    process.exitCode = code
+  },
+  (err) => {
+    settled = true
+    process.stderr.write(`${err?.stack ?? err}\n`)
+    process.exitCode = 1
+  },
+)

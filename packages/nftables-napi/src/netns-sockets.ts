@@ -9,9 +9,10 @@
  * Made on a thread of their own that enters the namespace, as nft batches are.
  */
 import { constants } from 'node:os'
+import { dirname } from 'node:path'
 import { KeelError } from '@keel/core'
 import { loadNative } from './native.js'
-import { resolveNetns } from './nft.js'
+import { NETNS_RUN_DIR, resolveNetns } from './nft.js'
 
 export interface NetnsSocketSpec {
   /** TCP (bound and listening) or UDP (bound). */
@@ -64,27 +65,40 @@ export function removeNetns(netns: string): void {
 export interface AddNetnsOptions {
   /**
    * Let lo build packets of up to this many bytes, for IPv4 and IPv6 (BIG TCP's
-   * gso_max_size and gso_ipv4_max_size). Best effort: a kernel that refuses (IPv6 sizes
-   * above 64 KiB need Linux 5.19, IPv4 6.3; more than lo's tso_max_size is EINVAL) leaves
-   * lo at its default and says why in `loopbackGsoError`. Default: lo's own (64 KiB).
+   * gso_max_size and gso_ipv4_max_size). Best effort: when the kernel refuses or ignores
+   * it (IPv6 sizes above 64 KiB need Linux 5.19, IPv4 6.3; more than lo's tso_max_size is
+   * EINVAL), `loopbackGsoError` says so and what lo has; the sizes are read back to know.
+   * Default: lo's own (64 KiB).
    */
   loopbackGsoBytes?: number
+}
+
+/** Why addNetns failed: the failed step's errno (e.g. EEXIST, EPERM), when there is one. */
+export class NetnsCreateError extends KeelError {
+  constructor(
+    message: string,
+    readonly errno: number | undefined,
+  ) {
+    super('ERR_INTERNAL', message)
+  }
 }
 
 /**
  * Makes a named network namespace ready for a sandbox, in-process: what `ip netns add`
  * and then `link set lo up`, `route add local 0.0.0.0/0 dev lo` and `route add local
  * ::/0 dev lo` inside it do, without starting `ip` (src/native/netns.cc, createNetns).
- * Any failure after the namespace file exists removes it again.
+ * Any failure after the namespace file exists removes it again. Only names under
+ * /run/netns: making the namespace makes its directory a shared mount point, as `ip`
+ * does, which no other directory should become.
  * @returns why lo's packet size could not be raised, if it could not.
- * @throws KeelError `ERR_INTERNAL` naming the step that failed (e.g. the file exists,
- *   EEXIST; not root, EPERM).
+ * @throws NetnsCreateError (a KeelError, `ERR_INTERNAL`) naming the step that failed,
+ *   with its errno (EEXIST: the name is taken; EPERM: not root).
+ * @throws TypeError for a path outside /run/netns.
  */
 export function addNetns(netns: string, options: AddNetnsOptions = {}): { loopbackGsoError?: string } {
   const path = resolveNetns(netns)
+  if (dirname(path) !== NETNS_RUN_DIR) throw new TypeError(`addNetns makes namespaces under ${NETNS_RUN_DIR} only, not ${path}`)
   const res = loadNative().createNetns(path, options.loopbackGsoBytes ?? 0)
-  if ('failedAt' in res) {
-    throw new KeelError('ERR_INTERNAL', `could not create network namespace ${path}: ${res.error}`)
-  }
+  if ('failedAt' in res) throw new NetnsCreateError(`could not create network namespace ${path}: ${res.error}`, res.errno)
   return res.loopbackGsoError === undefined ? {} : { loopbackGsoError: res.loopbackGsoError }
 }

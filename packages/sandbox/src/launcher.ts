@@ -179,6 +179,7 @@ export async function runSandbox(options: SandboxOptions): Promise<SandboxResult
       checkSignal()
     }
     const netns = await createNetns(netnsName)
+    if (netns.loopbackGsoError) logger.debug('sandbox lo keeps 64 KiB packets', { reason: netns.loopbackGsoError })
     checkSignal()
     nft = new Nft({ netns: netns.path })
     try {

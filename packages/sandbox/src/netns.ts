@@ -8,8 +8,9 @@
  * removed in-process by @keel/nftables-napi, without starting `ip`.
  */
 import { existsSync, readdirSync } from 'node:fs'
-import { KeelError } from '@keel/core'
-import { addNetns, removeNetns } from '@keel/nftables-napi'
+import { constants } from 'node:os'
+import { isKeelError, KeelError } from '@keel/core'
+import { addNetns, removeNetns, type NetnsCreateError } from '@keel/nftables-napi'
 
 export const NETNS_DIR = '/run/netns'
 export const NETNS_PREFIX = 'keel-'
@@ -18,6 +19,8 @@ export interface Netns {
   name: string
   /** Path to bind-mounted namespace file, for setns (nsenter, the nft addon). */
   path: string
+  /** Why lo's packets stayed at 64 KiB (an older kernel), if they did. */
+  loopbackGsoError?: string
 }
 
 export const netnsPath = (name: string): string => `${NETNS_DIR}/${name}`
@@ -41,16 +44,21 @@ export const LOOPBACK_GSO_BYTES = 256 * 1024
 export async function createNetns(name: string): Promise<Netns> {
   if (!isKeelNetnsName(name)) throw new KeelError('ERR_INTERNAL', `not a keel namespace name: ${name}`)
   const path = netnsPath(name)
+  let made: { loopbackGsoError?: string }
   try {
     // In-process (the addon), not `ip netns add` and `ip -n NAME -batch`: two process
-    // starts were about 10 ms of every keel run. A kernel that refuses the bigger packets
-    // (IPv6 needs Linux 5.19, IPv4 6.3) leaves lo at 64 KiB; the sandbox works the same.
-    addNetns(path, { loopbackGsoBytes: LOOPBACK_GSO_BYTES })
+    // starts were about 10 ms of every keel run.
+    made = addNetns(path, { loopbackGsoBytes: LOOPBACK_GSO_BYTES })
   } catch (err) {
-    // The addon's message names the namespace and the step that failed.
-    throw new KeelError('ERR_INTERNAL', `${(err as Error).message} (is this Linux with network namespaces, and are you root?)`, { cause: err })
+    // Not ours to reword: e.g. ERR_NFT_UNAVAILABLE when the addon cannot load (exit 125).
+    if (!isKeelError(err) || err.code !== 'ERR_INTERNAL') throw err
+    const errno = (err as NetnsCreateError).errno
+    const hint = errno === constants.errno.EPERM || errno === constants.errno.EACCES ? ' (keel run needs root, with network namespaces in the kernel)' : ''
+    throw new KeelError('ERR_INTERNAL', `${err.message}${hint}`, { cause: err })
   }
-  return { name, path }
+  // A kernel that refuses the bigger packets (IPv6 needs Linux 5.19, IPv4 6.3) leaves lo
+  // at 64 KiB; the sandbox works the same, only bulk transfers cost more.
+  return { name, path, ...made }
 }
 
 /**

@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -51,8 +52,6 @@ bool Enter(const std::string& path, std::string& error, int& sys_errno) {
   return true;
 }
 
-// Runs body on a thread made for it and waits. False, with `error` set, when the thread
-// cannot start or body throws (e.g. bad_alloc, which must not escape a thread).
 bool OnThread(const std::function<void()>& body, std::string& error) {
   bool ok = true;
   try {
@@ -62,6 +61,9 @@ bool OnThread(const std::function<void()>& body, std::string& error) {
       } catch (const std::exception& e) {
         ok = false;
         error = std::string("netns worker thread failed: ") + e.what();
+      } catch (...) {  // nothing may escape a thread (std::terminate)
+        ok = false;
+        error = "netns worker thread failed";
       }
     });
     worker.join();
@@ -227,11 +229,12 @@ Napi::Value RemoveNetns(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "path must be a non-empty path");
   }
   umount2(path.c_str(), MNT_DETACH);
+  int err = unlink(path.c_str()) == 0 ? 0 : errno;  // before any N-API call can change errno
   Napi::Object obj = Napi::Object::New(env);
-  if (unlink(path.c_str()) != 0) {
-    obj.Set("errno", Napi::Number::New(env, errno));
+  if (err != 0) {
+    obj.Set("errno", Napi::Number::New(env, err));
     obj.Set("syscall", Napi::String::New(env, "unlink"));
-    obj.Set("error", Napi::String::New(env, "unlink(" + path + "): " + ErrnoText(errno)));
+    obj.Set("error", Napi::String::New(env, "unlink(" + path + "): " + ErrnoText(err)));
   }
   return obj;
 }
@@ -273,7 +276,14 @@ struct Failure {
   }
 };
 
-// One rtnetlink request at a time, each waiting for its ack.
+ifinfomsg LinkOf(int index) {
+  ifinfomsg ifi{};
+  ifi.ifi_family = AF_UNSPEC;
+  ifi.ifi_index = index;
+  return ifi;
+}
+
+// One rtnetlink request at a time, each waiting for its answer.
 class Rtnl {
  public:
   ~Rtnl() {
@@ -292,13 +302,13 @@ class Rtnl {
     return true;
   }
 
-  // A request: header, then `body` (ifinfomsg or rtmsg), then attributes.
+  // A message: header, then `body` (ifinfomsg or rtmsg); attributes go after it.
   template <typename Body>
   static std::vector<char> Message(uint16_t type, uint16_t flags, const Body& body) {
     std::vector<char> msg(NLMSG_SPACE(sizeof(Body)));
     nlmsghdr hdr{};
     hdr.nlmsg_type = type;
-    hdr.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | NLM_F_ACK | flags);
+    hdr.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | flags);
     memcpy(msg.data(), &hdr, sizeof hdr);
     memcpy(msg.data() + NLMSG_HDRLEN, &body, sizeof body);
     return msg;
@@ -314,10 +324,59 @@ class Rtnl {
     memcpy(msg.data() + at + RTA_LENGTH(0), &value, sizeof value);
   }
 
-  // Sends msg and reads its ack. `what` names the request in errors.
+  // A change: sends it asking for an ack, and reads the ack. `what` names it in errors,
+  // with the kernel's own reason when it gives one.
   bool Request(std::vector<char> msg, const std::string& what, Failure& f) {
+    if (!Send(msg, NLM_F_ACK, what, f)) return false;
+    return Receive(what, f, [&](const nlmsghdr* h) {
+      if (h->nlmsg_type != NLMSG_ERROR) return kSkip;
+      if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) return Fail(f, EPROTO, what + ": short ack");
+      nlmsgerr ack;
+      memcpy(&ack, NLMSG_DATA(h), sizeof ack);
+      if (ack.error == 0) return kDone;
+      std::string why = ExtAckText(h);
+      return Fail(f, -ack.error, what + (why.empty() ? "" : " (" + why + ")"));
+    });
+  }
+
+  // RTM_GETLINK: the link's u32 attributes of the given types (absent ones left out).
+  bool LinkU32s(int index, const std::vector<unsigned short>& types, std::vector<std::pair<unsigned short, uint32_t>>& out, Failure& f) {
+    std::vector<char> msg = Message(RTM_GETLINK, 0, LinkOf(index));
+    const std::string what = "RTM_GETLINK";
+    if (!Send(msg, 0, what, f)) return false;  // the answer is the link, or an error
+    return Receive(what, f, [&](const nlmsghdr* h) {
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        nlmsgerr err{};
+        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr))) memcpy(&err, NLMSG_DATA(h), sizeof err);
+        return Fail(f, err.error < 0 ? -err.error : EPROTO, what);
+      }
+      if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(ifinfomsg))) return kSkip;
+      int left = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(ifinfomsg)));
+      const char* attrs = reinterpret_cast<const char*>(NLMSG_DATA(h)) + NLMSG_ALIGN(sizeof(ifinfomsg));
+      for (const auto* a = reinterpret_cast<const rtattr*>(attrs); RTA_OK(a, left); a = RTA_NEXT(a, left)) {
+        for (unsigned short t : types) {
+          if (a->rta_type != t || RTA_PAYLOAD(a) < sizeof(uint32_t)) continue;
+          uint32_t v;
+          memcpy(&v, RTA_DATA(a), sizeof v);
+          out.emplace_back(t, v);
+        }
+      }
+      return kDone;
+    });
+  }
+
+ private:
+  enum Verdict { kSkip, kDone, kFailed };
+
+  static Verdict Fail(Failure& f, int err, const std::string& what) {
+    f.Set("netlink", err, what);
+    return kFailed;
+  }
+
+  bool Send(std::vector<char>& msg, uint16_t extra_flags, const std::string& what, Failure& f) {
     nlmsghdr hdr;
     memcpy(&hdr, msg.data(), sizeof hdr);
+    hdr.nlmsg_flags = static_cast<uint16_t>(hdr.nlmsg_flags | extra_flags);
     hdr.nlmsg_len = static_cast<uint32_t>(msg.size());
     hdr.nlmsg_seq = ++seq_;
     memcpy(msg.data(), &hdr, sizeof hdr);
@@ -326,27 +385,34 @@ class Rtnl {
     if (sendto(fd_, msg.data(), msg.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
       return f.Set("netlink", errno, "sendto(" + what + ")");
     }
-    alignas(nlmsghdr) char buf[8192];
-    ssize_t n;
-    do {
-      n = recv(fd_, buf, sizeof buf, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return f.Set("netlink", errno, "recv(" + what + " ack)");
-    const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
-    if (static_cast<size_t>(n) < NLMSG_HDRLEN + sizeof(nlmsgerr) || h->nlmsg_type != NLMSG_ERROR || h->nlmsg_seq != seq_) {
-      return f.Set("netlink", EPROTO, what + ": no ack");
-    }
-    nlmsgerr ack;
-    memcpy(&ack, buf + NLMSG_HDRLEN, sizeof ack);
-    if (ack.error == 0) return true;
-    std::string why = ExtAckText(h, static_cast<size_t>(n));
-    return f.Set("netlink", -ack.error, what + (why.empty() ? "" : " (" + why + ")"));
+    return true;
   }
 
- private:
+  // Reads answers until `on` settles one with our sequence number, skipping anything
+  // else (a late answer to an earlier request that timed out). Bounded: rtnetlink queues
+  // its answer before sendto returns.
+  template <typename On>
+  bool Receive(const std::string& what, Failure& f, On on) {
+    for (int reads = 0; reads < 16; reads++) {
+      ssize_t n;
+      do {
+        n = recv(fd_, buf_, sizeof buf_, 0);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) return f.Set("netlink", errno, "recv(" + what + ")");
+      int left = static_cast<int>(n);
+      for (const auto* h = reinterpret_cast<const nlmsghdr*>(buf_); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+        if (h->nlmsg_seq != seq_) continue;
+        Verdict v = on(h);
+        if (v != kSkip) return v == kDone;
+      }
+    }
+    return f.Set("netlink", EPROTO, what + ": no answer");
+  }
+
   // The kernel's extended-ack text (NLMSGERR_ATTR_MSG), when it sent one.
-  static std::string ExtAckText(const nlmsghdr* h, size_t len) {
+  static std::string ExtAckText(const nlmsghdr* h) {
     if (!(h->nlmsg_flags & NLM_F_ACK_TLVS) || !(h->nlmsg_flags & NLM_F_CAPPED)) return "";
+    size_t len = h->nlmsg_len;
     size_t off = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(nlmsgerr));
     const char* base = reinterpret_cast<const char*>(h);
     while (off + sizeof(nlattr) <= len) {
@@ -363,14 +429,8 @@ class Rtnl {
 
   int fd_ = -1;
   uint32_t seq_ = 0;
+  alignas(nlmsghdr) char buf_[8192];
 };
-
-ifinfomsg LinkOf(int index) {
-  ifinfomsg ifi{};
-  ifi.ifi_family = AF_UNSPEC;
-  ifi.ifi_index = index;
-  return ifi;
-}
 
 // `route add local <any>/0 dev lo` (table local, scope host, proto boot, as ip adds it).
 bool AddAnyIpRoute(Rtnl& rtnl, int family, int lo, Failure& f) {
@@ -386,6 +446,27 @@ bool AddAnyIpRoute(Rtnl& rtnl, int family, int lo, Failure& f) {
   return rtnl.Request(std::move(msg), family == AF_INET ? "route add local 0.0.0.0/0 dev lo" : "route add local ::/0 dev lo", f);
 }
 
+// lo's packet size, best effort: "" when lo now takes `bytes` for IPv4 and IPv6, else why
+// not. Read back, because a kernel before 6.3 ignores the IPv4 attribute it does not
+// know, and one before the up-front size check may apply the IPv6 size and refuse the
+// IPv4 one.
+std::string SetLoopbackGso(Rtnl& rtnl, int lo, uint32_t bytes) {
+  std::vector<char> msg = Rtnl::Message(RTM_NEWLINK, 0, LinkOf(lo));
+  Rtnl::AddU32(msg, IFLA_GSO_MAX_SIZE, bytes);
+  Rtnl::AddU32(msg, kIflaGsoIpv4MaxSize, bytes);
+  Failure f;
+  const std::string what = "link set lo gso_max_size " + std::to_string(bytes);
+  std::string refused;
+  if (!rtnl.Request(std::move(msg), what, f)) refused = f.error + "; ";
+  std::vector<std::pair<unsigned short, uint32_t>> now;
+  if (!rtnl.LinkU32s(lo, {IFLA_GSO_MAX_SIZE, kIflaGsoIpv4MaxSize}, now, f)) return refused + f.error;
+  uint32_t v6 = 0, v4 = 0;
+  for (const auto& [type, value] : now) (type == IFLA_GSO_MAX_SIZE ? v6 : v4) = value;
+  if (v6 == bytes && v4 == bytes) return "";
+  return refused + "lo's gso_max_size is " + std::to_string(v6) + " and its gso_ipv4_max_size " +
+         (v4 == 0 ? std::string("unknown to this kernel") : std::to_string(v4)) + ", not " + std::to_string(bytes);
+}
+
 // Inside the new namespace: lo's packet size (best effort, into gso_error), lo up, the
 // two AnyIP routes.
 bool SetUpLoopback(uint32_t gso_bytes, Failure& f, std::string& gso_error) {
@@ -393,13 +474,7 @@ bool SetUpLoopback(uint32_t gso_bytes, Failure& f, std::string& gso_error) {
   if (lo == 0) return f.Set("netlink", errno, "if_nametoindex(lo)");
   Rtnl rtnl;
   if (!rtnl.Open(f)) return false;
-  if (gso_bytes > 0) {
-    std::vector<char> msg = Rtnl::Message(RTM_NEWLINK, 0, LinkOf(lo));
-    Rtnl::AddU32(msg, IFLA_GSO_MAX_SIZE, gso_bytes);
-    Rtnl::AddU32(msg, kIflaGsoIpv4MaxSize, gso_bytes);
-    Failure gso;
-    if (!rtnl.Request(std::move(msg), "link set lo gso_max_size " + std::to_string(gso_bytes), gso)) gso_error = gso.error;
-  }
+  if (gso_bytes > 0) gso_error = SetLoopbackGso(rtnl, lo, gso_bytes);
   ifinfomsg up = LinkOf(lo);
   up.ifi_flags = IFF_UP;
   up.ifi_change = IFF_UP;
@@ -407,21 +482,49 @@ bool SetUpLoopback(uint32_t gso_bytes, Failure& f, std::string& gso_error) {
   return AddAnyIpRoute(rtnl, AF_INET, lo, f) && AddAnyIpRoute(rtnl, AF_INET6, lo, f);
 }
 
-// As ip/ipnetns.c does: /run/netns exists and is a shared mount, made a mount point
-// (bound onto itself) first if it is not one.
+// As ip/ipnetns.c (netns_add) does: /run/netns exists and is a shared mount, made a mount
+// point (bound onto itself) first if it is not one, under an exclusive flock of the
+// directory, as ip takes it: two creators racing through the bind step stack mounts
+// (Debian bug #949235). Like ip, carry on without the lock if flock fails.
 bool PrepareRunDir(const std::string& dir, Failure& f) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return f.Set("create", errno, "mkdir(" + dir + ")");
-  if (mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) == 0) return true;
-  if (errno != EINVAL) return f.Set("create", errno, "mount(" + dir + ", MS_SHARED)");
-  if (mount(dir.c_str(), dir.c_str(), "none", MS_BIND | MS_REC, nullptr) != 0) {
-    return f.Set("create", errno, "mount(" + dir + ", " + dir + ", MS_BIND)");
+  int lock = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock < 0) return f.Set("create", errno, "open(" + dir + ")");
+  if (flock(lock, LOCK_EX) != 0) {
+    close(lock);
+    lock = -1;
   }
-  if (mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) != 0) return f.Set("create", errno, "mount(" + dir + ", MS_SHARED)");
-  return true;
+  bool ok = true;
+  bool bound = false;
+  while (ok && mount("", dir.c_str(), "none", MS_SHARED | MS_REC, nullptr) != 0) {
+    if (errno != EINVAL || bound) {
+      ok = f.Set("create", errno, "mount(" + dir + ", MS_SHARED)");
+    } else if (mount(dir.c_str(), dir.c_str(), "none", MS_BIND | MS_REC, nullptr) != 0) {
+      ok = f.Set("create", errno, "mount(" + dir + ", " + dir + ", MS_BIND)");
+    }
+    bound = true;
+  }
+  if (lock >= 0) close(lock);  // closing releases the flock
+  return ok;
 }
 
-// Runs on its own thread, which ends up inside the new namespace and then exits. Any
-// failure after the file exists removes the namespace again.
+// Removes the namespace file (and its bind mount) unless dismissed: every way out of
+// CreateHere after the file exists, exceptions included, leaves nothing behind.
+class NetnsFileGuard {
+ public:
+  explicit NetnsFileGuard(const std::string& path) : path_(path) {}
+  ~NetnsFileGuard() {
+    if (path_.empty()) return;
+    umount2(path_.c_str(), MNT_DETACH);  // EINVAL when not mounted yet: fine
+    unlink(path_.c_str());
+  }
+  void Dismiss() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+// Runs on its own thread, which ends up inside the new namespace and then exits.
 void CreateHere(const std::string& path, uint32_t gso_bytes, Failure& f, std::string& gso_error) {
   size_t slash = path.rfind('/');
   if (slash == std::string::npos || slash == 0) {
@@ -435,21 +538,17 @@ void CreateHere(const std::string& path, uint32_t gso_bytes, Failure& f, std::st
     return;
   }
   close(fd);
+  NetnsFileGuard guard(path);
   if (unshare(CLONE_NEWNET) != 0) {
     f.Set("create", errno, "unshare(CLONE_NEWNET)");
-    unlink(path.c_str());
     return;
   }
   // thread-self: this thread's namespace; /proc/self would be the main thread's.
   if (mount("/proc/thread-self/ns/net", path.c_str(), "none", MS_BIND, nullptr) != 0) {
     f.Set("create", errno, "mount(/proc/thread-self/ns/net, " + path + ", MS_BIND)");
-    unlink(path.c_str());
     return;
   }
-  if (!SetUpLoopback(gso_bytes, f, gso_error)) {
-    umount2(path.c_str(), MNT_DETACH);
-    unlink(path.c_str());
-  }
+  if (SetUpLoopback(gso_bytes, f, gso_error)) guard.Dismiss();
 }
 
 // createNetns(path, loopbackGsoBytes) -> {loopbackGsoError?} | {failedAt, error, errno?}

@@ -22,9 +22,7 @@
 #include <nftables/libnftables.h>  // has its own extern "C"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
