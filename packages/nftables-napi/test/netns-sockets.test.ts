@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import dgram from 'node:dgram'
 import net from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -173,6 +173,29 @@ describe.skipIf(SKIP_REASON !== undefined)(`addNetns${SKIP_REASON ? ` (skipped: 
     expect(res.loopbackGsoError).toMatch(/link set lo gso_max_size 1073741824\b.*: Invalid argument; lo's gso_max_size is 65536/)
     expect(nsLo(name).gsoMaxSize).toBe(65536)
     expect(ipJson(name, 'link', 'show')[0]!.flags).toContain('UP')
+  })
+
+  it('waits about 2 s at most for the /run/netns lock that `ip netns add` also takes, then goes on', async () => {
+    // A holder that never lets go: flock(1) takes LOCK_EX on the directory, as ip does, and
+    // with --no-fork the process we kill is the one that holds it.
+    const holder = spawn('flock', ['--no-fork', '/run/netns', '-c', 'echo locked; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    try {
+      await withTimeout(new Promise((resolve) => holder.stdout!.once('data', resolve)), 5000, 'flock holder')
+      const name = trackedNetnsName()
+      const t = performance.now()
+      expect(addNetns(name)).toEqual({})
+      const waited = performance.now() - t
+      expect(waited).toBeGreaterThan(1500)
+      expect(waited).toBeLessThan(5000)
+      expect(existsSync(`/run/netns/${name}`)).toBe(true)
+    } finally {
+      // Ours, by PID; and gone before the next test's `ip netns add` needs the lock.
+      if (holder.exitCode === null && holder.signalCode === null) {
+        const exited = new Promise((resolve) => holder.once('exit', resolve))
+        holder.kill('SIGKILL')
+        await exited
+      }
+    }
   })
 
   it('refuses a name that exists and leaves that namespace alone; refuses bad arguments', () => {

@@ -482,15 +482,26 @@ bool SetUpLoopback(uint32_t gso_bytes, Failure& f, std::string& gso_error) {
   return AddAnyIpRoute(rtnl, AF_INET, lo, f) && AddAnyIpRoute(rtnl, AF_INET6, lo, f);
 }
 
+// An exclusive flock on fd, waiting at most about two seconds (a stuck holder must not
+// hang keel run). False when it could not be had.
+bool LockWithin2s(int fd) {
+  for (int attempt = 0; attempt < 400; attempt++) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK && errno != EINTR) return false;
+    usleep(5000);
+  }
+  return false;
+}
+
 // As ip/ipnetns.c (netns_add) does: /run/netns exists and is a shared mount, made a mount
 // point (bound onto itself) first if it is not one, under an exclusive flock of the
 // directory, as ip takes it: two creators racing through the bind step stack mounts
-// (Debian bug #949235). Like ip, carry on without the lock if flock fails.
+// (Debian bug #949235). Like ip, carry on without the lock if it cannot be had.
 bool PrepareRunDir(const std::string& dir, Failure& f) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return f.Set("create", errno, "mkdir(" + dir + ")");
   int lock = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (lock < 0) return f.Set("create", errno, "open(" + dir + ")");
-  if (flock(lock, LOCK_EX) != 0) {
+  if (!LockWithin2s(lock)) {
     close(lock);
     lock = -1;
   }
