@@ -76,6 +76,40 @@ bool OnThread(const std::function<void()>& body, std::string& error) {
 
 namespace {
 
+// Why a call failed: the step ("netns", "thread", "socket", "bind", "create", "netlink",
+// ...), the message, and the errno when there is one.
+struct Failure {
+  std::string failed_at;
+  std::string error;
+  int sys_errno = 0;
+
+  bool Set(const char* step, int err, const std::string& what) {
+    failed_at = step;
+    sys_errno = err;
+    error = what + ": " + ErrnoText(err);
+    return false;
+  }
+
+  // {failedAt, error, errno?} for JS.
+  Napi::Object ToObject(Napi::Env env) const {
+    Napi::Object obj = Napi::Object::New(env);
+    obj.Set("failedAt", Napi::String::New(env, failed_at));
+    obj.Set("error", Napi::String::New(env, error));
+    if (sys_errno != 0) obj.Set("errno", Napi::Number::New(env, sys_errno));
+    return obj;
+  }
+};
+
+// Argument i as a path: a non-empty string without NUL (else TypeError with `usage`).
+std::string PathArg(const Napi::CallbackInfo& info, size_t i, const char* usage) {
+  if (info.Length() <= i || !info[i].IsString()) throw Napi::TypeError::New(info.Env(), usage);
+  std::string path = info[i].As<Napi::String>().Utf8Value();
+  if (path.empty() || path.find('\0') != std::string::npos) {
+    throw Napi::TypeError::New(info.Env(), "the namespace path must be a non-empty path");
+  }
+  return path;
+}
+
 // ---------------------------------------------------------------------------------
 // listenInNetns: keel's own sockets inside a sandbox namespace, without a child process.
 //
@@ -98,25 +132,16 @@ struct SocketSpec {
 
 struct ListenResult {
   std::vector<int> fds;
-  std::string failed_at;  // "netns", "thread", "socket", "bind", "listen", "setsockopt", "address"
-  std::string error;
-  int sys_errno = 0;
+  Failure failure;  // failed_at: "netns", "thread", "socket", "bind", "listen", "setsockopt", "address"
 };
 
 bool MakeSocket(const SocketSpec& spec, ListenResult& res) {
   int type = (spec.tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC;
   int fd = socket(spec.family, type, 0);
   const std::string what = std::string(spec.tcp ? "tcp " : "udp ") + spec.address + ":" + std::to_string(spec.port);
-  if (fd < 0) {
-    res.sys_errno = errno;
-    res.failed_at = "socket";
-    res.error = "socket(" + what + "): " + ErrnoText(res.sys_errno);
-    return false;
-  }
+  if (fd < 0) return res.failure.Set("socket", errno, "socket(" + what + ")");
   auto fail = [&](const char* step) {
-    res.sys_errno = errno;
-    res.failed_at = step;
-    res.error = std::string(step) + "(" + what + "): " + ErrnoText(res.sys_errno);
+    res.failure.Set(step, errno, std::string(step) + "(" + what + ")");
     close(fd);
     return false;
   };
@@ -152,8 +177,8 @@ bool MakeSocket(const SocketSpec& spec, ListenResult& res) {
 }
 
 void ListenHere(const std::string& netns, const std::vector<SocketSpec>& specs, ListenResult& res) {
-  if (!Enter(netns, res.error, res.sys_errno)) {
-    res.failed_at = "netns";
+  if (!Enter(netns, res.failure.error, res.failure.sys_errno)) {
+    res.failure.failed_at = "netns";
     return;
   }
   for (const SocketSpec& spec : specs) {
@@ -169,13 +194,9 @@ void ListenHere(const std::string& netns, const std::vector<SocketSpec>& specs, 
 //   -> {fds: number[]} | {failedAt, error, errno?}
 Napi::Value ListenInNetns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) {
-    throw Napi::TypeError::New(env, "listenInNetns(netns: string, specs: {tcp, family, address, port, backlog}[])");
-  }
-  std::string netns = info[0].As<Napi::String>().Utf8Value();
-  if (netns.empty() || netns.find('\0') != std::string::npos) {
-    throw Napi::TypeError::New(env, "netns must be a non-empty path");
-  }
+  const char* usage = "listenInNetns(netns: string, specs: {tcp, family, address, port, backlog}[])";
+  std::string netns = PathArg(info, 0, usage);
+  if (info.Length() < 2 || !info[1].IsArray()) throw Napi::TypeError::New(env, usage);
   Napi::Array arr = info[1].As<Napi::Array>();
   std::vector<SocketSpec> specs;
   for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -196,18 +217,13 @@ Napi::Value ListenInNetns(const Napi::CallbackInfo& info) {
     specs.push_back(spec);
   }
   ListenResult res;
-  if (!OnThread([&] { ListenHere(netns, specs, res); }, res.error)) {
+  if (!OnThread([&] { ListenHere(netns, specs, res); }, res.failure.error)) {
     for (int fd : res.fds) close(fd);
     res.fds.clear();
-    res.failed_at = "thread";
+    res.failure.failed_at = "thread";
   }
+  if (!res.failure.failed_at.empty()) return res.failure.ToObject(env);
   Napi::Object obj = Napi::Object::New(env);
-  if (!res.failed_at.empty()) {
-    obj.Set("failedAt", Napi::String::New(env, res.failed_at));
-    obj.Set("error", Napi::String::New(env, res.error));
-    if (res.sys_errno != 0) obj.Set("errno", Napi::Number::New(env, res.sys_errno));
-    return obj;
-  }
   Napi::Array fds = Napi::Array::New(env, res.fds.size());
   for (size_t i = 0; i < res.fds.size(); i++) fds.Set(static_cast<uint32_t>(i), Napi::Number::New(env, res.fds[i]));
   obj.Set("fds", fds);
@@ -221,13 +237,7 @@ Napi::Value ListenInNetns(const Napi::CallbackInfo& info) {
 // `ip`, at every `keel run`'s teardown. Mounts are per process, not per thread.
 Napi::Value RemoveNetns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    throw Napi::TypeError::New(env, "removeNetns(path: string)");
-  }
-  std::string path = info[0].As<Napi::String>().Utf8Value();
-  if (path.empty() || path.find('\0') != std::string::npos) {
-    throw Napi::TypeError::New(env, "path must be a non-empty path");
-  }
+  std::string path = PathArg(info, 0, "removeNetns(path: string)");
   umount2(path.c_str(), MNT_DETACH);
   int err = unlink(path.c_str()) == 0 ? 0 : errno;  // before any N-API call can change errno
   Napi::Object obj = Napi::Object::New(env);
@@ -262,19 +272,6 @@ Napi::Value RemoveNetns(const Napi::CallbackInfo& info) {
 // From <linux/if_link.h> of Linux 6.3; Debian 12's headers (6.1) stop before it.
 constexpr unsigned short kIflaGsoIpv4MaxSize = 63;
 static_assert(IFLA_GSO_MAX_SIZE == 41, "uapi IFLA_GSO_MAX_SIZE");
-
-struct Failure {
-  std::string failed_at;
-  std::string error;
-  int sys_errno = 0;
-
-  bool Set(const char* step, int err, const std::string& what) {
-    failed_at = step;
-    sys_errno = err;
-    error = what + ": " + ErrnoText(err);
-    return false;
-  }
-};
 
 ifinfomsg LinkOf(int index) {
   ifinfomsg ifi{};
@@ -566,13 +563,9 @@ void CreateHere(const std::string& path, uint32_t gso_bytes, Failure& f, std::st
 // loopbackGsoBytes 0 leaves lo's packet size alone.
 Napi::Value CreateNetns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
-    throw Napi::TypeError::New(env, "createNetns(path: string, loopbackGsoBytes: number)");
-  }
-  std::string path = info[0].As<Napi::String>().Utf8Value();
-  if (path.empty() || path.find('\0') != std::string::npos) {
-    throw Napi::TypeError::New(env, "path must be a non-empty path");
-  }
+  const char* usage = "createNetns(path: string, loopbackGsoBytes: number)";
+  std::string path = PathArg(info, 0, usage);
+  if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(env, usage);
   double raw = info[1].As<Napi::Number>().DoubleValue();
   if (!(raw >= 0) || raw > 4294967295.0 || raw != static_cast<double>(static_cast<uint32_t>(raw))) {
     throw Napi::TypeError::New(env, "loopbackGsoBytes must be an integer from 0 to 2^32-1");
@@ -581,14 +574,9 @@ Napi::Value CreateNetns(const Napi::CallbackInfo& info) {
   Failure f;
   std::string gso_error;
   if (!OnThread([&] { CreateHere(path, gso_bytes, f, gso_error); }, f.error)) f.failed_at = "thread";
+  if (!f.failed_at.empty()) return f.ToObject(env);
   Napi::Object obj = Napi::Object::New(env);
-  if (!f.failed_at.empty()) {
-    obj.Set("failedAt", Napi::String::New(env, f.failed_at));
-    obj.Set("error", Napi::String::New(env, f.error));
-    if (f.sys_errno != 0) obj.Set("errno", Napi::Number::New(env, f.sys_errno));
-  } else if (!gso_error.empty()) {
-    obj.Set("loopbackGsoError", Napi::String::New(env, gso_error));
-  }
+  if (!gso_error.empty()) obj.Set("loopbackGsoError", Napi::String::New(env, gso_error));
   return obj;
 }
 
