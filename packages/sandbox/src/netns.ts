@@ -10,9 +10,10 @@
 import { existsSync, readdirSync } from 'node:fs'
 import { constants } from 'node:os'
 import { isKeelError, KeelError } from '@keel/core'
-import { addNetns, removeNetns, type NetnsCreateError } from '@keel/nftables-napi'
+import { addNetns, NETNS_RUN_DIR, removeNetns, type NetnsCreateError } from '@keel/nftables-napi'
 
-export const NETNS_DIR = '/run/netns'
+/** iproute2's directory, the one addNetns makes namespaces in. */
+export const NETNS_DIR = NETNS_RUN_DIR
 export const NETNS_PREFIX = 'keel-'
 
 export interface Netns {
